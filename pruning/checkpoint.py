@@ -1,0 +1,35 @@
+"""Save a physically pruned model so that ordinary tools can load it.
+
+The directory holds safetensors weights, a config with per-layer sizes and an `auto_map`, the
+two modeling files (so `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`
+works anywhere transformers is installed), the tokenizer, and `pruning.json` (genome, plan,
+budget, metric, source model): how the model was made.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from pruning.hf_modeling import PrunedLlamaForCausalLM
+
+MODELING_DIR = Path(__file__).parent / "hf_modeling"
+MODELING_FILES = ("configuration_pruned_llama.py", "modeling_pruned_llama.py")
+RECORD_FILE = "pruning.json"
+
+
+def save_pruned(model: PrunedLlamaForCausalLM, tokenizer, out_dir: str | Path, record: dict) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    for name in MODELING_FILES:
+        shutil.copyfile(MODELING_DIR / name, out / name)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    (out / RECORD_FILE).write_text(json.dumps(record, indent=2))
+    return out
+
+
+def read_record(directory: str | Path) -> dict | None:
+    path = Path(directory) / RECORD_FILE
+    return json.loads(path.read_text()) if path.exists() else None

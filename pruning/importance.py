@@ -1,0 +1,206 @@
+"""Importance of attention heads and MLP channels, from one calibration pass.
+
+One forward pass over calibration windows records, per decoder layer, the mean and mean square
+of the inputs of q_proj, o_proj, gate_proj and down_proj (`ActivationStats`). Every metric is
+then arithmetic on those statistics and the weights, so the expensive pass is cached on disk
+once per (model, data, samples, seqlen) and shared by all metrics:
+
+* wanda-sp  : |W| * sqrt(E[x^2]) on o_proj / down_proj input columns, averaged over output rows
+              (FLAP's `prune_wanda_sp`); a head's score sums its head_dim columns.
+* flap      : fluctuation Var[x_j] * ||W[:, j]||^2 (FLAP's WIFV); bias compensation uses E[x].
+* magnitude : ||W[:, j]||_1, no activations (a weak control).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from pruning.adapter import DecoderAdapter
+from pruning.data import TokenWindows
+
+METRICS = ("wanda-sp", "flap", "magnitude")
+SITES = ("attn_in", "attn_heads", "mlp_in", "mlp_hidden")  # inputs of q, o, gate, down
+
+
+@dataclass
+class SiteStats:
+    sum: torch.Tensor  # float64, per input column
+    sumsq: torch.Tensor
+    count: int
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.sum / max(self.count, 1)
+
+    @property
+    def mean_square(self) -> torch.Tensor:
+        return self.sumsq / max(self.count, 1)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        # Unbiased, as FLAP; clamp the tiny negatives that cancellation can leave.
+        n = max(self.count, 2)
+        return ((self.sumsq - self.sum**2 / n) / (n - 1)).clamp_min(0.0)
+
+
+@dataclass
+class ActivationStats:
+    layers: list[dict[str, SiteStats]]
+    tokens: int
+
+    def to_dict(self) -> dict:
+        return {
+            "tokens": self.tokens,
+            "layers": [{k: (v.sum, v.sumsq, v.count) for k, v in layer.items()} for layer in self.layers],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ActivationStats":
+        layers = [{k: SiteStats(*v) for k, v in layer.items()} for layer in data["layers"]]
+        return cls(layers=layers, tokens=data["tokens"])
+
+
+@torch.inference_mode()
+def collect_activation_stats(
+    model,
+    windows: TokenWindows,
+    batch_size: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> ActivationStats:
+    adapter = DecoderAdapter(model)
+    accum: list[dict[str, list]] = [{} for _ in range(adapter.num_layers)]
+
+    def make_hook(layer_idx: int, site: str):
+        def hook(_module, args):
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
+            slot = accum[layer_idx].get(site)
+            if slot is None:
+                accum[layer_idx][site] = [x.sum(0), (x * x).sum(0), x.shape[0]]
+            else:
+                slot[0] += x.sum(0)
+                slot[1] += (x * x).sum(0)
+                slot[2] += x.shape[0]
+
+        return hook
+
+    handles = []
+    for i in range(adapter.num_layers):
+        for site, module in zip(SITES, (adapter.q_proj(i), adapter.o_proj(i), adapter.gate_proj(i), adapter.down_proj(i))):
+            handles.append(module.register_forward_pre_hook(make_hook(i, site)))
+    device = adapter.decoder.embed_tokens.weight.device
+    ids = windows.input_ids
+    try:
+        for start in range(0, ids.shape[0], batch_size):
+            # The decoder alone: the LM head's logits are not needed for statistics.
+            adapter.decoder(input_ids=ids[start : start + batch_size].to(device), use_cache=False)
+            if progress:
+                progress(min(start + batch_size, ids.shape[0]), ids.shape[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+    layers = [{site: SiteStats(*(t.cpu() if torch.is_tensor(t) else t for t in slot)) for site, slot in layer.items()} for layer in accum]
+    return ActivationStats(layers=layers, tokens=int(ids.numel()))
+
+
+@dataclass
+class LayerImportance:
+    head_scores: torch.Tensor  # (num_attention_heads,) higher = keep
+    channel_scores: torch.Tensor  # (intermediate_size,)
+    head_input_mean: torch.Tensor  # E[x] of o_proj input (num_heads * head_dim,), for bias compensation
+    channel_input_mean: torch.Tensor  # E[x] of down_proj input (intermediate_size,)
+
+
+@dataclass
+class ImportanceScores:
+    metric: str
+    layers: list[LayerImportance]
+
+
+def _column_scores(weight: torch.Tensor, stats: SiteStats, metric: str) -> torch.Tensor:
+    w = weight.detach().float().cpu()
+    if metric == "wanda-sp":
+        return (w.abs() * stats.mean_square.float().sqrt()).mean(dim=0)
+    if metric == "flap":
+        return stats.variance.float() * w.pow(2).sum(dim=0)
+    if metric == "magnitude":
+        return w.abs().sum(dim=0)
+    raise ValueError(f"unknown importance metric {metric!r}; use one of {', '.join(METRICS)}")
+
+
+def compute_importance(model, stats: ActivationStats, metric: str) -> ImportanceScores:
+    if metric not in METRICS:
+        raise ValueError(f"unknown importance metric {metric!r}; use one of {', '.join(METRICS)}")
+    adapter = DecoderAdapter(model)
+    d = adapter.head_dim
+    layers = []
+    for i in range(adapter.num_layers):
+        site = stats.layers[i]
+        head_cols = _column_scores(adapter.o_proj(i).weight, site["attn_heads"], metric)
+        channel_scores = _column_scores(adapter.down_proj(i).weight, site["mlp_hidden"], metric)
+        layers.append(
+            LayerImportance(
+                head_scores=head_cols.view(-1, d).sum(dim=1),
+                channel_scores=channel_scores,
+                head_input_mean=site["attn_heads"].mean.float(),
+                channel_input_mean=site["mlp_hidden"].mean.float(),
+            )
+        )
+    return ImportanceScores(metric=metric, layers=layers)
+
+
+def wanda_outlier_ratios(model, stats: ActivationStats, threshold: float = 5.0) -> list[float]:
+    """OWL's layer outlier ratio: share of Wanda scores |W_ij| * ||x_j|| above `threshold` x mean.
+
+    Over all seven linears of a block, as OWL does (one ratio per transformer block).
+    """
+    adapter = DecoderAdapter(model)
+    ratios = []
+    for i in range(adapter.num_layers):
+        site = stats.layers[i]
+        pairs = [
+            (adapter.q_proj(i), "attn_in"), (adapter.k_proj(i), "attn_in"), (adapter.v_proj(i), "attn_in"),
+            (adapter.o_proj(i), "attn_heads"), (adapter.gate_proj(i), "mlp_in"), (adapter.up_proj(i), "mlp_in"),
+            (adapter.down_proj(i), "mlp_hidden"),
+        ]
+        metrics = [(lin.weight.detach().float().cpu().abs() * site[s].mean_square.float().sqrt()).flatten() for lin, s in pairs]
+        flat = torch.cat(metrics)
+        ratios.append(float((flat > threshold * flat.mean()).float().mean()))
+    return ratios
+
+
+# -- the on-disk cache -------------------------------------------------------------------------
+
+def model_fingerprint(model) -> str:
+    """Identity of the weights: name, shape and a checksum of a few tensors (cheap, order-safe)."""
+    adapter = DecoderAdapter(model)
+    h = hashlib.sha256()
+    h.update(str(getattr(model.config, "_name_or_path", "")).encode())
+    h.update(repr(adapter.shape()).encode())
+    for tensor in (adapter.q_proj(0).weight, adapter.down_proj(adapter.num_layers - 1).weight):
+        h.update(f"{tensor.detach().float().sum().item():.6e}".encode())
+    return h.hexdigest()[:16]
+
+
+def stats_cache_key(model, data_source: str, samples: int, seqlen: int, seed: int) -> str:
+    payload = json.dumps([model_fingerprint(model), data_source, samples, seqlen, seed, 1])
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def load_or_collect_stats(model, windows: TokenWindows, cache_dir: Path | None, key: str, batch_size: int = 4,
+                          progress=None) -> tuple[ActivationStats, bool]:
+    """Return (stats, came_from_cache)."""
+    path = Path(cache_dir) / f"activation-stats-{key}.pt" if cache_dir else None
+    if path and path.exists():
+        return ActivationStats.from_dict(torch.load(path, weights_only=True)), True
+    stats = collect_activation_stats(model, windows, batch_size=batch_size, progress=progress)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(stats.to_dict(), tmp)
+        tmp.replace(path)
+    return stats, False
