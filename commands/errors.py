@@ -1,0 +1,7 @@
+"""Errors that mean "bad input": the CLI prints them as one line and exits 2."""
+from pruning.adapter import UnsupportedModelError
+from pruning.budget import BudgetError
+from pruning.data import DataUnavailableError
+from pruning.loading import ModelLoadError
+
+USER_ERRORS = (ModelLoadError, BudgetError, DataUnavailableError, UnsupportedModelError, ValueError, FileNotFoundError)

