@@ -67,12 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bars, not one per weight file
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    from transformers.utils import logging as hf_logging
+
     from ui.console import fail
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
     try:
         if args.command == "prune":
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # known input errors become one line; bugs keep their traceback
         from commands.errors import USER_ERRORS
 
-        if isinstance(err, USER_ERRORS):
+        if isinstance(err, USER_ERRORS) and not os.environ.get("SELF_PRUNER_DEBUG"):
             fail(str(err))
             return EXIT_USAGE
         raise

@@ -1,0 +1,58 @@
+"""Bad input: one clear line on stderr, exit code 2, no traceback. And one real `prune` run."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, env_extra=None, timeout=300):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", COLUMNS="200")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "main.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["prune", "--model", "no-such-model", "--rate", "0.2"], "unknown model 'no-such-model'"),
+    (["prune", "--model", "/nonexistent/dir", "--rate", "0.2"], "unknown model"),
+    (["prune", "--rate", "1.5"], "outside [0, 1)"),
+    (["prune", "--budget", "300m"], "above the model's size"),
+    (["prune", "--budget", "20m"], "below the embeddings"),
+    (["prune", "--budget", "lots"], "cannot read budget"),
+    (["prune"], "exactly one of --budget"),
+    (["prune", "--rate", "0.2", "--data-dir", "/nonexistent"], "not a directory"),
+    (["prune", "--rate", "0.2", "--calib-data", "c4", "--data-dir", "."], "Pass --data-dir"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, fragment):
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert fragment in result.stderr
+    assert result.stderr.count("error:") == 1
+
+
+def test_directory_that_is_not_a_model(tmp_path):
+    result = run_cli("prune", "--model", str(tmp_path), "--rate", "0.2")
+    assert result.returncode == 2 and "not a model directory" in result.stderr
+
+
+@pytest.mark.integration
+def test_prune_command_writes_a_reloadable_checkpoint(tmp_path, shared_data_dir):
+    out = tmp_path / "model"
+    args = ["prune", "--rate", "0.2", "--metric", "wanda-sp", "--allocation", "owl", "--dtype", "float32",
+            "--calib-samples", "4", "--calib-seqlen", "128", "--eval-windows", "2", "--eval-seqlen", "128",
+            "--out", str(out)]
+    if shared_data_dir:
+        args += ["--data-dir", shared_data_dir]
+    result = run_cli(*args, env_extra={"SELF_PRUNER_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((out / "pruning.json").read_text())
+    assert record["params"]["total"] <= record["budget"]["target_params"]
+    assert record["wikitext2_test"]["pruned_ppl"] > record["wikitext2_test"]["dense_ppl"]
+    assert "WikiText-2 test PPL" in result.stdout
+    assert (out / "modeling_pruned_llama.py").exists() and (out / "tokenizer.json").exists()
