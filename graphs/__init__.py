@@ -1,1 +1,1 @@
-"""See DESIGN.md for what this package owns."""
+"""The search as a LangGraph state machine: state, nodes, edges, checkpointer."""

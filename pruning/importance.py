@@ -204,3 +204,13 @@ def load_or_collect_stats(model, windows: TokenWindows, cache_dir: Path | None, 
         torch.save(stats.to_dict(), tmp)
         tmp.replace(path)
     return stats, False
+
+
+def layer_importance(scores: ImportanceScores) -> list[tuple[float, float]]:
+    """Per layer (attention, MLP) importance, each normalised to mean 1 across layers: the
+    facts the initializer is given about where redundancy lies."""
+    attn = torch.tensor([float(layer.head_scores.sum()) for layer in scores.layers])
+    mlp = torch.tensor([float(layer.channel_scores.sum()) for layer in scores.layers])
+    attn = attn / attn.mean().clamp_min(1e-12)
+    mlp = mlp / mlp.mean().clamp_min(1e-12)
+    return [(float(a), float(m)) for a, m in zip(attn, mlp)]

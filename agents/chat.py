@@ -1,0 +1,111 @@
+"""Chat-model backends. Every LLM call goes through langchain-openai's `ChatOpenAI`:
+
+* ``local``              a llama.cpp server (xllamacpp) on 127.0.0.1 serving the embedded
+                         SmolLM2-135M-Instruct GGUF (the model prunes itself) or --agent-model;
+* ``openai:<model>``     the OpenAI API, key from $OPENAI_API_KEY only (never stored);
+* ``<url>[#model]``      any OpenAI-compatible server (vLLM, llama.cpp, ...);
+* ``classic``            no LLM: the numeric operators (returns None here).
+
+Structured output: a JSON-schema `response_format`, or for llama.cpp an equivalent GBNF grammar
+(compact, bounded numbers; see agents/schemas.py).
+"""
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.local_server import LocalLlamaServer, LocalServerError
+
+
+class AgentError(ValueError):
+    pass
+
+
+@dataclass
+class ChatAnswer:
+    text: str
+    latency_s: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class ChatBackend:
+    name: str
+    chat: object  # a LangChain chat model
+    grammar: bool = False  # llama.cpp GBNF grammars accepted
+    server: LocalLlamaServer | None = None
+    seed: int = 0
+    calls: int = field(default=0)
+
+    def ask(self, prompt: str, schema: dict | None = None, grammar: str | None = None) -> ChatAnswer:
+        from agents.schemas import response_format
+
+        kwargs = {}
+        self.calls += 1
+        if self.grammar and grammar:
+            kwargs["extra_body"] = {"grammar": grammar, "seed": self.seed + self.calls}
+        elif schema is not None:
+            kwargs["response_format"] = response_format(schema, "answer")
+        start = time.perf_counter()
+        message = self.chat.bind(**kwargs).invoke(prompt) if kwargs else self.chat.invoke(prompt)
+        usage = getattr(message, "usage_metadata", None) or {}
+        content = message.content if isinstance(message.content, str) else str(message.content)
+        return ChatAnswer(content, time.perf_counter() - start, usage.get("input_tokens", 0) or 0,
+                          usage.get("output_tokens", 0) or 0)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def _chat_openai(**kwargs):
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(**kwargs)
+
+
+def _probe(base_url: str, api_key: str, timeout: float = 5.0) -> None:
+    request = urllib.request.Request(base_url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {api_key}"})
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered (even 401/404 means a server is there)
+    except (OSError, ValueError) as err:
+        raise AgentError(f"agent server {base_url} is unreachable ({type(err).__name__}: {err}); "
+                         "start it, fix --agent, or use --agent local / classic") from None
+
+
+def make_backend(spec: str, agent_model: str | None = None, temperature: float = 1.0, max_tokens: int = 1024,
+                 timeout: float = 180.0, seed: int = 0, threads: int | None = None) -> ChatBackend | None:
+    common = dict(temperature=temperature, max_tokens=max_tokens, timeout=timeout, max_retries=0)
+    if spec == "classic":
+        return None
+    if spec == "local":
+        from pruning.loading import embedded_gguf_path
+
+        gguf = Path(agent_model) if agent_model else embedded_gguf_path()
+        try:
+            server = LocalLlamaServer(gguf, threads=threads).start()
+        except LocalServerError as err:
+            raise AgentError(str(err)) from None
+        chat = _chat_openai(base_url=server.base_url, api_key="none", model=gguf.stem, **common)
+        return ChatBackend(name=f"local:{gguf.name}", chat=chat, grammar=True, server=server, seed=seed)
+    if spec.startswith("openai:"):
+        model = spec.split(":", 1)[1]
+        if not model:
+            raise AgentError("--agent openai:<model> needs a model name, e.g. openai:gpt-4o-mini")
+        if not os.environ.get("OPENAI_API_KEY"):
+            raise AgentError("--agent openai:... needs the OPENAI_API_KEY environment variable (it is never stored)")
+        return ChatBackend(name=spec, chat=_chat_openai(model=model, seed=seed, **common), seed=seed)
+    if spec.startswith(("http://", "https://")):
+        url, _, model = spec.partition("#")
+        api_key = os.environ.get("OPENAI_API_KEY", "none")
+        _probe(url, api_key)
+        chat = _chat_openai(base_url=url, api_key=api_key, model=model or "default", **common)
+        return ChatBackend(name=url + (f"#{model}" if model else ""), chat=chat, seed=seed)
+    raise AgentError(f"unknown --agent {spec!r}: use local, classic, openai:<model>, or an http(s) URL[#model]")

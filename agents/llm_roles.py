@@ -1,0 +1,155 @@
+"""The four roles backed by an LLM, each falling back to its classic operator.
+
+One call = render prompt -> ask (structured) -> parse -> validate; on failure, retry with the
+error shown to the model; when every attempt fails, the classic operator answers instead.
+Each attempt becomes a `CallRecord`; the final record says whether the answer was used as is,
+repaired, needed a retry, or was replaced (fallback).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from pruning.genome import Genome
+from pruning.repair import repair
+
+from agents import classic
+from agents.chat import ChatBackend
+from agents.parsing import AnswerError, parse_genomes, parse_pairs
+from agents.prompting import (
+    PromptSet,
+    answer_format,
+    common_fields,
+    genome_text,
+    importance_text,
+    pct,
+    population_text,
+)
+from agents.proposals import material_repair
+from agents.schemas import genomes_grammar, genomes_schema, pairs_grammar, pairs_schema
+from agents.types import CallRecord, RoleContext, RoleResult
+
+
+class LLMRoles:
+    def __init__(self, backend: ChatBackend, prompts: PromptSet, retries: int = 1,
+                 llm_roles: tuple[str, ...] = ("initializer", "selector", "crosser", "mutator")):
+        self.backend, self.prompts, self.retries, self.llm_roles = backend, prompts, retries, set(llm_roles)
+
+    # -- the four roles --------------------------------------------------------------------
+    def initialize(self, ctx: RoleContext) -> RoleResult:
+        if "initializer" not in self.llm_roles:
+            return classic.initialize(ctx)
+        fields = {**common_fields(ctx), "importance": importance_text(ctx.layer_importance),
+                  "answer_format": self._format(ctx)}
+        return self._genome_role("initializer", ctx, fields, lambda: classic.initialize(ctx), [[] for _ in range(ctx.count)])
+
+    def select(self, ctx: RoleContext) -> RoleResult:
+        if "selector" not in self.llm_roles:
+            return classic.select(ctx)
+        fields = {**common_fields(ctx), "population": population_text(ctx.population)}
+        shown = min(len(ctx.population), 20)
+        prompt = self.prompts.render("selector", fields)
+        parsed, calls = self._ask("selector", ctx, prompt, pairs_schema(ctx.count), pairs_grammar(ctx.count, shown),
+                                  lambda text: parse_pairs(text, ctx.count, shown))
+        if parsed is None:
+            result = classic.select(ctx)
+            result.calls = calls + [self._fallback("selector", ctx)]
+            return result
+        pairs, notes = parsed
+        if len(pairs) < ctx.count:  # top up from tournament selection
+            extra = classic.select(RoleContext(**{**ctx.__dict__, "count": ctx.count - len(pairs)}))
+            pairs += extra.pairs
+        calls[-1].notes = notes
+        calls[-1].outcome = self._final_outcome(calls, bool(notes))
+        return RoleResult(pairs=pairs, calls=calls)
+
+    def crossover(self, ctx: RoleContext, pairs: list[tuple[int, int]]) -> RoleResult:
+        if "crosser" not in self.llm_roles:
+            return classic.crossover(ctx, pairs)
+        parents_text = "\n".join(
+            f"pair {k}: A = {genome_text(ctx.population[a].rates)}  B = {genome_text(ctx.population[b].rates)}"
+            for k, (a, b) in enumerate(pairs))
+        fields = {**common_fields(ctx), "count": len(pairs), "population": population_text(ctx.population),
+                  "parents": parents_text, "answer_format": self._format(ctx, len(pairs))}
+        keys = [[ctx.population[a].plan_key, ctx.population[b].plan_key] for a, b in pairs]
+        sub = RoleContext(**{**ctx.__dict__, "count": len(pairs)})
+        return self._genome_role("crosser", sub, fields, lambda: classic.crossover(ctx, pairs), keys)
+
+    def mutate(self, ctx: RoleContext, genomes: list[Genome], parent_keys: list[str]) -> RoleResult:
+        if "mutator" not in self.llm_roles:
+            return classic.mutate(ctx, genomes, parent_keys)
+        listed = "\n".join(f"{k}: {genome_text(list(g.rates))}" for k, g in enumerate(genomes))
+        fields = {**common_fields(ctx), "count": len(genomes), "population": population_text(ctx.population),
+                  "genomes": listed, "answer_format": self._format(ctx, len(genomes))}
+        sub = RoleContext(**{**ctx.__dict__, "count": len(genomes)})
+        return self._genome_role("mutator", sub, fields, lambda: classic.mutate(ctx, genomes, parent_keys),
+                                 [[k] for k in parent_keys])
+
+    # -- shared machinery ------------------------------------------------------------------
+    def _format(self, ctx: RoleContext, count: int | None = None) -> str:
+        return answer_format(count or ctx.count, self._length(ctx), pct(ctx.budget.average_rate))
+
+    @staticmethod
+    def _length(ctx: RoleContext) -> int:
+        return ctx.space.num_layers * (1 if ctx.granularity == "layer" else 2)
+
+    def _genome_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Callable[[], RoleResult],
+                     parents: list[list[str]]) -> RoleResult:
+        length = self._length(ctx)
+        prompt = self.prompts.render(role, fields)
+        parsed, calls = self._ask(role, ctx, prompt, genomes_schema(ctx.count, length),
+                                  genomes_grammar(ctx.count, length), lambda text: parse_genomes(text, ctx.count, length))
+        if parsed is None:
+            result = fallback()
+            result.calls = calls + [self._fallback(role, ctx)]
+            return result
+        rate_lists, notes = parsed
+        genomes = [Genome(ctx.granularity, tuple(rates)) for rates in rate_lists]
+        origins = [f"llm:{role}"] * len(genomes)
+        parent_lists = parents[: len(genomes)]
+        repaired = any(material_repair(repair(g, ctx.space, ctx.budget).notes) for g in genomes)
+        if len(genomes) < ctx.count:  # top up with the classic operator's answers
+            extra = fallback()
+            missing = ctx.count - len(genomes)
+            genomes += extra.genomes[len(genomes):][:missing]
+            origins += extra.origins[len(origins):][:missing]
+            parent_lists += extra.parents[len(parent_lists):][:missing]
+            notes.append(f"{missing} filled by the classic operator")
+        calls[-1].notes = notes
+        calls[-1].outcome = self._final_outcome(calls, repaired or bool(notes))
+        return RoleResult(genomes=genomes, origins=origins, parents=parent_lists, calls=calls)
+
+    @staticmethod
+    def _final_outcome(calls: list[CallRecord], repaired: bool) -> str:
+        if len(calls) > 1:
+            return "retried"
+        return "repaired" if repaired else "used"
+
+    def _fallback(self, role: str, ctx: RoleContext) -> CallRecord:
+        return CallRecord(role=role, backend="classic", prompt_set=self.prompts.name, attempt=0, outcome="fallback",
+                          generation=ctx.generation, notes=["all LLM attempts failed; classic operator used"])
+
+    def _ask(self, role: str, ctx: RoleContext, prompt: str, schema: dict, grammar: str, parse):
+        calls: list[CallRecord] = []
+        current = prompt
+        for attempt in range(1, self.retries + 2):
+            record = CallRecord(role=role, backend=self.backend.name, prompt_set=self.prompts.name, attempt=attempt,
+                                outcome="invalid", prompt=current, generation=ctx.generation)
+            calls.append(record)
+            try:
+                answer = self.backend.ask(current, schema=schema, grammar=grammar)
+            except Exception as err:  # network, timeout, length limit: all mean "no answer"
+                record.outcome, record.error = "error", f"{type(err).__name__}: {err}"[:500]
+                current = prompt
+                continue
+            record.raw, record.latency_s = answer.text, answer.latency_s
+            record.prompt_tokens, record.completion_tokens = answer.prompt_tokens, answer.completion_tokens
+            try:
+                parsed = parse(answer.text)
+            except AnswerError as err:
+                record.error = str(err)
+                current = (f"{prompt}\n\nYour previous answer was rejected: {err}. "
+                           "Answer again, following the format exactly.")
+                continue
+            record.parsed = parsed[0]
+            return parsed, calls
+        return None, calls

@@ -1,0 +1,108 @@
+"""Prompt sets: load, check fields, render. The text lives in prompts/<set>/<role>.md."""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.types import ROLES, Candidate, RoleContext
+
+PROMPTS_ROOT = Path(__file__).resolve().parent.parent / "prompts"
+COMMON_FIELDS = {"model_name", "num_layers", "budget", "average_rate", "min_rate", "max_rate", "count",
+                 "granularity_note"}
+ROLE_FIELDS = {
+    "initializer": COMMON_FIELDS | {"importance", "answer_format"},
+    "selector": COMMON_FIELDS | {"population"},
+    "crosser": COMMON_FIELDS | {"population", "parents", "answer_format"},
+    "mutator": COMMON_FIELDS | {"population", "genomes", "answer_format"},
+}
+
+
+class PromptError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    name: str
+    templates: dict[str, str]
+
+    @classmethod
+    def load(cls, directory: str | Path | None = None, overrides: dict[str, str] | None = None) -> "PromptSet":
+        """`directory`: a set folder or a set name under prompts/ (default: prompts/default)."""
+        folder = Path(directory) if directory else PROMPTS_ROOT / "default"
+        if directory and not folder.is_dir() and (PROMPTS_ROOT / str(directory)).is_dir():
+            folder = PROMPTS_ROOT / str(directory)
+        if not folder.is_dir():
+            raise PromptError(f"prompt set {directory} is not a folder (expected {', '.join(r + '.md' for r in ROLES)})")
+        templates = {}
+        for role in ROLES:
+            path = Path(overrides[role]) if overrides and role in overrides else folder / f"{role}.md"
+            if not path.is_file():
+                raise PromptError(f"prompt for role {role!r} not found: {path}")
+            templates[role] = path.read_text(encoding="utf-8")
+        for role in overrides or {}:
+            if role not in ROLES:
+                raise PromptError(f"--prompt {role}=...: unknown role; roles are {', '.join(ROLES)}")
+        prompt_set = cls(name=folder.name if not overrides else f"{folder.name}+{'+'.join(sorted(overrides))}",
+                         templates=templates)
+        prompt_set.check()
+        return prompt_set
+
+    def check(self) -> None:
+        for role, text in self.templates.items():
+            try:
+                names = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+            except ValueError as err:
+                raise PromptError(f"prompt for {role}: bad template ({err}); write {{{{ and }}}} for literal braces") from None
+            unknown = {n.split(".")[0].split("[")[0] for n in names} - ROLE_FIELDS[role]
+            if "" in unknown:
+                raise PromptError(f"prompt for {role}: empty {{}} field; write {{{{ and }}}} for literal braces")
+            if unknown:
+                raise PromptError(f"prompt for {role} uses unknown variable(s) {sorted(unknown)}; "
+                                  f"available: {sorted(ROLE_FIELDS[role])}")
+
+    def render(self, role: str, fields: dict) -> str:
+        return self.templates[role].format(**fields)
+
+
+# -- field values ------------------------------------------------------------------------------
+
+def pct(rate: float) -> int:
+    return int(round(rate * 100))
+
+
+def genome_text(rates: list[float]) -> str:
+    return "[" + ",".join(str(pct(r)) for r in rates) + "]"
+
+
+def population_text(population: list[Candidate], limit: int = 20) -> str:
+    lines = []
+    for i, cand in enumerate(population[:limit]):
+        fitness = "?" if cand.fitness is None else f"{cand.fitness:.3f}"
+        lines.append(f"{i}: {fitness} | {genome_text(cand.rates)}")
+    return "\n".join(lines)
+
+
+def importance_text(importance: list[tuple[float, float]]) -> str:
+    return "\n".join(f"layer {i}: attention {a:.2f}, mlp {m:.2f}" for i, (a, m) in enumerate(importance))
+
+
+def common_fields(ctx: RoleContext) -> dict:
+    n = ctx.space.num_layers
+    if ctx.granularity == "layer":
+        note = f"One configuration = {n} integers: the pruning rate (%) of layer 0, 1, ..., {n - 1}."
+    else:
+        note = (f"One configuration = {2 * n} integers: first the attention pruning rates (%) of layers 0..{n - 1}, "
+                f"then the MLP pruning rates (%) of layers 0..{n - 1}.")
+    return {
+        "model_name": ctx.model_name or "the model", "num_layers": n, "budget": ctx.budget.description,
+        "average_rate": pct(ctx.budget.average_rate), "min_rate": pct(ctx.space.min_rate),
+        "max_rate": pct(ctx.space.max_rate), "count": ctx.count, "granularity_note": note,
+    }
+
+
+def answer_format(count: int, length: int, average: int) -> str:
+    example = ",".join([str(average)] * min(length, 4))
+    return (f'Answer with JSON only, exactly {count} lists of {length} integers: '
+            f'{{"genomes":[[{example},...],...]}}')

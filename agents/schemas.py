@@ -1,0 +1,45 @@
+"""Answer formats: a JSON schema (OpenAI-compatible `response_format`) and, for llama.cpp, an
+equivalent compact GBNF grammar.
+
+Rates travel as integer percentages: a small model writes "20" in one token where "0.2000001"
+costs six, and the grammar bounds every number to two digits, so no answer can run away. The
+grammar also forbids the pretty-printing whitespace small models love (tokens we would pay for).
+"""
+from __future__ import annotations
+
+
+def genomes_schema(count: int, length: int) -> dict:
+    genome = {"type": "array", "items": {"type": "integer"}, "minItems": length, "maxItems": length}
+    return {"type": "object", "additionalProperties": False, "required": ["genomes"],
+            "properties": {"genomes": {"type": "array", "items": genome, "minItems": count, "maxItems": count}}}
+
+
+def pairs_schema(count: int) -> dict:
+    pair = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
+    return {"type": "object", "additionalProperties": False, "required": ["pairs"],
+            "properties": {"pairs": {"type": "array", "items": pair, "minItems": count, "maxItems": count}}}
+
+
+def _repeat(item: str, n: int) -> str:
+    return item + "".join(f' "," {item}' for _ in range(n - 1))
+
+
+def genomes_grammar(count: int, length: int) -> str:
+    return (
+        f'root ::= "{{\\"genomes\\":[" {_repeat("genome", count)} "]}}"\n'
+        f'genome ::= "[" {_repeat("num", length)} "]"\n'
+        'num ::= [0-9] | [1-9] [0-9]\n'
+    )
+
+
+def pairs_grammar(count: int, population: int) -> str:
+    digits = "[0-9] | [1-9] [0-9]" if population > 10 else "[0-9]"
+    return (
+        f'root ::= "{{\\"pairs\\":[" {_repeat("pair", count)} "]}}"\n'
+        'pair ::= "[" idx "," idx "]"\n'
+        f"idx ::= {digits}\n"
+    )
+
+
+def response_format(schema: dict, name: str) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}

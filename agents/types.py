@@ -1,0 +1,85 @@
+"""What roles see and return. Plain data: the graph state stores these as dicts."""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+
+from pruning.budget import Budget
+from pruning.genome import Genome
+from pruning.space import PruningSpace
+
+ROLES = ("initializer", "selector", "crosser", "mutator")
+
+
+@dataclass
+class Candidate:
+    """A member of the population: a repaired genome, its plan key, its fitness."""
+
+    rates: list[float]
+    granularity: str
+    plan_key: str
+    plan: list[list[int]]
+    total_params: int
+    block_params: int
+    origin: str
+    generation: int
+    parents: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    fitness: float | None = None
+
+    @property
+    def genome(self) -> Genome:
+        return Genome(self.granularity, tuple(self.rates))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Candidate":
+        return cls(**data)
+
+
+@dataclass
+class CallRecord:
+    role: str
+    backend: str
+    prompt_set: str
+    attempt: int
+    outcome: str  # used | repaired | retried | fallback (final) ; invalid | error (failed attempt)
+    prompt: str = ""
+    raw: str = ""
+    parsed: object = None
+    notes: list[str] = field(default_factory=list)
+    error: str = ""
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generation: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RoleContext:
+    """Everything a role may look at. `population` is sorted best first (lower fitness)."""
+
+    space: PruningSpace
+    budget: Budget
+    granularity: str
+    population: list[Candidate]
+    count: int  # how many genomes / pairs to return
+    generation: int
+    rng: random.Random
+    known_keys: set[str]  # plan keys already in the population or evaluated
+    model_name: str = ""
+    layer_importance: list[tuple[float, float]] = field(default_factory=list)  # (attention, mlp), mean 1
+
+
+@dataclass
+class RoleResult:
+    genomes: list[Genome] = field(default_factory=list)
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)  # per genome: "llm:<role>" or "classic:<op>"
+    parents: list[list[str]] = field(default_factory=list)  # per genome: parent plan keys
+    calls: list[CallRecord] = field(default_factory=list)

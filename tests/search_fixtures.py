@@ -1,0 +1,52 @@
+"""A complete search on the tiny random Llama, with any role implementation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from agents.chat import ChatBackend
+from agents.prompting import PromptSet
+from agents.roles import make_roles
+from graphs.nodes import SearchDeps, SearchSettings
+from graphs.runner import run_search
+from pruning.adapter import DecoderAdapter
+from pruning.budget import budget_from_args
+from pruning.context import PruningContext
+from pruning.data import TokenWindows
+from pruning.importance import collect_activation_stats, compute_importance, layer_importance
+from pruning.space import PruningSpace
+from store.run_store import RunStore
+from tests.tiny import tiny_inputs, tiny_llama
+from tools.fitness import FitnessEvaluator
+
+
+def fake_backend(answers: list[str]) -> ChatBackend:
+    return ChatBackend(name="fake", chat=FakeListChatModel(responses=answers))
+
+
+def tiny_search_deps(run_dir: Path, roles, rate=0.3, granularity="layer", population=4, generations=2, offspring=4,
+                     seed=0) -> SearchDeps:
+    model = tiny_llama()
+    space = PruningSpace(DecoderAdapter(model).shape(), mlp_unit=16)
+    stats = collect_activation_stats(model, TokenWindows(tiny_inputs(4, 32, seed=3), "t", "v"))
+    scores = compute_importance(model, stats, "wanda-sp")
+    context = PruningContext(model, space, stats, scores)
+    budget = budget_from_args(space.shape, None, rate, space.min_total_params(granularity))
+    store = RunStore(run_dir / "run.db")
+    store.start_run("test", "tiny", budget.description, "fake", {}, {})
+    evaluator = FitnessEvaluator(context, TokenWindows(tiny_inputs(2, 32, seed=5), "t", "fit"), store=store)
+    settings = SearchSettings(population=population, generations=generations, offspring=offspring, seed=seed,
+                              granularity=granularity, model_name="tiny")
+    return SearchDeps(roles=roles, evaluator=evaluator, store=store, space=space, budget=budget, settings=settings,
+                      layer_importance=layer_importance(scores))
+
+
+def run_tiny(run_dir: Path, roles, **kwargs) -> tuple[dict, SearchDeps]:
+    deps = tiny_search_deps(run_dir, roles, **kwargs)
+    final = run_search(deps, "test", run_dir / "checkpoint.db")
+    return final, deps
+
+
+def llm_roles(answers: list[str], retries: int = 1, **kwargs):
+    return make_roles(fake_backend(answers), PromptSet.load(), retries=retries, **kwargs)

@@ -1,0 +1,121 @@
+"""Fitness of a pruning plan: perplexity (default) or KL divergence to the dense model, on
+WikiText-2 *validation* windows (never the test split, which is for reporting).
+
+Cached by plan key in memory and in the run database, so a resumed search never evaluates a
+plan twice. Plans are applied as masks on the dense model by default (no weight copies, dense
+speed); `mode="sliced"` builds the smaller model instead (faster forward, pays the surgery).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pruning.adapter import DecoderAdapter
+from pruning.context import PruningContext
+from pruning.data import TokenWindows
+from pruning.genome import PruningPlan
+
+FITNESS_KINDS = ("ppl", "kl")
+MODES = ("masked", "sliced")
+
+
+@dataclass
+class FitnessResult:
+    value: float
+    seconds: float
+    cached: bool
+
+
+class FitnessEvaluator:
+    def __init__(self, context: PruningContext, windows: TokenWindows, kind: str = "ppl", mode: str = "masked",
+                 store=None, batch_size: int = 4, chunk_tokens: int = 1024):
+        if kind not in FITNESS_KINDS:
+            raise ValueError(f"--fitness must be one of {', '.join(FITNESS_KINDS)}, not {kind!r}")
+        if mode not in MODES:
+            raise ValueError(f"fitness mode must be one of {MODES}")
+        self.context, self.windows, self.kind, self.mode = context, windows, kind, mode
+        self.store, self.batch_size, self.chunk_tokens = store, batch_size, chunk_tokens
+        self.memory: dict[str, float] = {}
+        self.evaluations = 0  # real (uncached) evaluations made by this process
+        self._dense_logprobs: list[torch.Tensor] | None = None
+
+    @property
+    def cache_kind(self) -> str:
+        return f"fitness:{self.kind}:{len(self.windows)}x{self.windows.seqlen}"
+
+    def cached(self, plan: PruningPlan) -> float | None:
+        key = plan.key()
+        if key in self.memory:
+            return self.memory[key]
+        if self.store is not None:
+            value = self.store.cached(key, self.cache_kind)
+            if value is not None:
+                self.memory[key] = value
+                return value
+        return None
+
+    def evaluate(self, plan: PruningPlan) -> FitnessResult:
+        hit = self.cached(plan)
+        if hit is not None:
+            return FitnessResult(hit, 0.0, True)
+        start = time.perf_counter()
+        if self.mode == "sliced":
+            model = self.context.prune(plan)
+            value = self._score(model)
+            del model
+        else:
+            with self.context.masked(plan) as model:
+                value = self._score(model)
+        seconds = time.perf_counter() - start
+        key = plan.key()
+        self.memory[key] = value
+        self.evaluations += 1
+        if self.store is not None:
+            self.store.record_evaluation(key, self.cache_kind, value, {"kind": self.kind}, seconds)
+        return FitnessResult(value, seconds, False)
+
+    # -- scoring ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _hidden_batches(self, model):
+        adapter = DecoderAdapter(model)
+        device = adapter.decoder.embed_tokens.weight.device
+        ids = self.windows.input_ids
+        for start in range(0, ids.shape[0], self.batch_size):
+            batch = ids[start : start + self.batch_size].to(device)
+            hidden = adapter.decoder(input_ids=batch, use_cache=False).last_hidden_state
+            yield batch, hidden[:, :-1].reshape(-1, hidden.shape[-1]), adapter.lm_head()
+
+    @torch.inference_mode()
+    def _score(self, model) -> float:
+        if self.kind == "ppl":
+            nll, count = 0.0, 0
+            for batch, hidden, head in self._hidden_batches(model):
+                targets = batch[:, 1:].reshape(-1)
+                for s in range(0, hidden.shape[0], self.chunk_tokens):
+                    logits = head(hidden[s : s + self.chunk_tokens]).float()
+                    nll += F.cross_entropy(logits, targets[s : s + self.chunk_tokens], reduction="sum").item()
+                count += targets.numel()
+            return math.exp(nll / count) if math.isfinite(nll) else float("inf")
+        return self._kl(model)
+
+    def _kl(self, model) -> float:
+        """Mean per-token KL(dense || pruned); dense log-probs computed once, kept in bf16."""
+        if self._dense_logprobs is None:
+            self._dense_logprobs = []
+            for _, hidden, head in self._hidden_batches(self.context.model):
+                for s in range(0, hidden.shape[0], self.chunk_tokens):
+                    self._dense_logprobs.append(F.log_softmax(head(hidden[s : s + self.chunk_tokens]).float(), -1)
+                                                .to(torch.bfloat16).cpu())
+        total, count, i = 0.0, 0, 0
+        for _, hidden, head in self._hidden_batches(model):
+            for s in range(0, hidden.shape[0], self.chunk_tokens):
+                pruned = F.log_softmax(head(hidden[s : s + self.chunk_tokens]).float(), -1)
+                dense = self._dense_logprobs[i].to(pruned.device).float()
+                total += F.kl_div(pruned, dense, log_target=True, reduction="sum").item()
+                count += pruned.shape[0]
+                i += 1
+        return total / count
