@@ -1,6 +1,9 @@
 """Self-Pruner command line.
 
-    python main.py prune --model smollm2-135m --rate 0.2 --out pruned/   # one-shot allocation
+    python main.py                                          # quick preset: embedded model, local agent
+    python main.py --model llama-2-70b --budget 35b         # the search
+    python main.py --resume RUN                             # continue a killed search
+    python main.py prune --model M --rate 0.2               # one allocation, no search
 """
 from __future__ import annotations
 
@@ -44,8 +47,39 @@ def add_pruning_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agent", default="local",
+                   help="local (llama.cpp server with the embedded SmolLM2), classic (no LLM), openai:<model>, or URL[#model]")
+    p.add_argument("--agent-model", default=None, help="GGUF file for --agent local (default: the embedded SmolLM2)")
+    p.add_argument("--temperature", type=float, default=1.0, help="LLM sampling temperature")
+    p.add_argument("--max-tokens", type=int, default=1024, help="LLM answer limit")
+    p.add_argument("--agent-timeout", type=float, default=180.0, help="seconds per LLM call")
+    p.add_argument("--retries", type=int, default=1, help="retries (with the error shown) before the classic fallback")
+    p.add_argument("--prompts", default=None, help="prompt set folder (default prompts/default)")
+    p.add_argument("--prompt", action="append", metavar="ROLE=FILE", help="replace one role's prompt (repeatable)")
+    p.add_argument("--llm-roles", default="initializer,selector,crosser,mutator",
+                   help="roles the LLM plays; the others use classic operators")
+    p.add_argument("--population", type=int, default=8)
+    p.add_argument("--generations", type=int, default=4, help="generations after the initial population")
+    p.add_argument("--offspring", type=int, default=8, help="children per generation (half crossover, half mutation)")
+    p.add_argument("--patience", type=int, default=0, help="stop after this many generations without improvement (0 = off)")
+    p.add_argument("--fitness", default="ppl", choices=["ppl", "kl"], help="perplexity, or KL divergence to the dense model")
+    p.add_argument("--fitness-tokens", type=int, default=2048, help="WikiText-2 validation tokens per fitness evaluation")
+    p.add_argument("--fitness-seqlen", type=int, default=512)
+    p.add_argument("--fitness-mode", default="masked", choices=["masked", "sliced"],
+                   help="apply candidates as masks on the dense model, or by surgery")
+    p.add_argument("--final-eval-windows", type=int, default=32, help="WikiText-2 test windows in the final comparison (0 = all)")
+    p.add_argument("--eval-seqlen", type=int, default=512)
+    p.add_argument("--out", default=None, help="run folder (default runs/<run-id>)")
+    p.add_argument("--resume", default=None, metavar="RUN", help="continue the run with this id or folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description="Self-Pruner: structured pruning of LLaMA-family models.")
+    add_model_args(parser)
+    add_budget_args(parser)
+    add_pruning_args(parser)
+    add_search_args(parser)
     sub = parser.add_subparsers(dest="command")
 
     prune = sub.add_parser("prune", help="prune once with a fixed allocation (no search) and save the checkpoint")
@@ -70,9 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bars, not one per weight file
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
     from transformers.utils import logging as hf_logging
 
     from ui.console import fail
@@ -85,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             from commands.prune import run_prune
 
             return run_prune(args)
+        from commands.search import run_search_command
+
+        return run_search_command(args)
     except KeyboardInterrupt:
         fail("interrupted")
         return 130

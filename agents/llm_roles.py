@@ -106,7 +106,12 @@ class LLMRoles:
         genomes = [Genome(ctx.granularity, tuple(rates)) for rates in rate_lists]
         origins = [f"llm:{role}"] * len(genomes)
         parent_lists = parents[: len(genomes)]
-        repaired = any(material_repair(repair(g, ctx.space, ctx.budget).notes) for g in genomes)
+        repairs = [repair(g, ctx.space, ctx.budget) for g in genomes]
+        keys = [r.plan.key() for r in repairs]
+        duplicates = len(keys) - len(set(keys) - ctx.known_keys)
+        if duplicates:
+            notes.append(f"{duplicates} duplicate(s) of known or sibling configurations")
+        repaired = any(material_repair(r.notes) for r in repairs) or duplicates > 0
         if len(genomes) < ctx.count:  # top up with the classic operator's answers
             extra = fallback()
             missing = ctx.count - len(genomes)

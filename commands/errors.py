@@ -1,7 +1,10 @@
 """Errors that mean "bad input": the CLI prints them as one line and exits 2."""
+from agents.chat import AgentError
+from agents.prompting import PromptError
+from commands.search import RunNotFoundError
 from pruning.adapter import UnsupportedModelError
 from pruning.budget import BudgetError
 from pruning.data import DataUnavailableError
 from pruning.loading import ModelLoadError
 
-USER_ERRORS = (ModelLoadError, BudgetError, DataUnavailableError, UnsupportedModelError, ValueError, FileNotFoundError)
+USER_ERRORS = (AgentError, PromptError, RunNotFoundError, ModelLoadError, BudgetError, DataUnavailableError, UnsupportedModelError, ValueError, FileNotFoundError)

@@ -43,7 +43,7 @@ def _population(state: SearchState) -> list[Candidate]:
 
 def _context(deps: SearchDeps, state: SearchState, role: str, count: int) -> RoleContext:
     population = _population(state)
-    known = {c.plan_key for c in population} | set(deps.evaluator.memory)
+    known = {c.plan_key for c in population} | deps.evaluator.known_keys()
     return RoleContext(
         space=deps.space, budget=deps.budget, granularity=deps.settings.granularity, population=population,
         count=count, generation=state.get("generation", 0), rng=random.Random(f"{deps.settings.seed}:{state.get('generation', 0)}:{role}"),

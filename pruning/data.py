@@ -129,6 +129,12 @@ class TokenWindows:
             return self
         return TokenWindows(self.input_ids[:n], self.source, self.split)
 
+    def tail(self, n: int) -> "TokenWindows":
+        """The last n windows (search fitness uses these; calibration samples the whole split)."""
+        if n >= len(self):
+            return self
+        return TokenWindows(self.input_ids[-n:], self.source, self.split)
+
     def sample(self, n: int, seed: int = 0) -> "TokenWindows":
         """n windows drawn without replacement (calibration: spread over the split)."""
         if n >= len(self):

@@ -80,6 +80,9 @@ class RunStore:
         )
         self.db.conn.commit()
 
+    def evaluated_keys(self, kind: str) -> set[str]:
+        return {row["plan_key"] for row in self.db.query("select plan_key from evaluations where kind = ?", [kind])}
+
     def evaluation_count(self, kind: str) -> int:
         return self.db["evaluations"].count_where("kind = ?", [kind])
 

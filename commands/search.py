@@ -1,0 +1,146 @@
+"""`main.py --model M (--budget B | --rate R)`: the self-pruning search, then finalize.
+
+Builds the pieces (model, calibration, fitness evaluator, run database, chat backend, roles),
+hands them to the LangGraph search, and prints the summary. `--resume RUN` rebuilds the same
+pieces from the arguments stored in the run's database and continues.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from argparse import Namespace
+from datetime import datetime
+from pathlib import Path
+
+from agents.chat import make_backend
+from agents.prompting import PromptSet
+from agents.roles import make_roles
+from graphs.nodes import SearchDeps, SearchSettings
+from graphs.runner import run_search
+from pruning.data import load_windows
+from pruning.importance import layer_importance
+from pruning.loading import load_model
+from pruning.prepare import make_budget, make_space, prepare
+from pruning.versions import versions
+from store.run_store import RunStore
+from tools.finalize import finalize_search
+from tools.fitness import FitnessEvaluator
+from ui.console import console, err_console, progress_bar
+from ui.live import SearchView
+from ui.search_summary import print_summary
+
+RUNS_ROOT = Path("runs")
+RESUMABLE_ARGS = ("model", "dtype", "device", "data_dir", "budget", "rate", "metric", "granularity", "gqa",
+                  "mlp_unit", "min_rate", "max_rate", "bias_compensation", "calib_data", "calib_samples",
+                  "calib_seqlen", "batch_size", "seed", "agent", "agent_model", "temperature", "max_tokens",
+                  "agent_timeout", "retries", "prompts", "prompt", "llm_roles", "population", "generations",
+                  "offspring", "patience", "fitness", "fitness_tokens", "fitness_seqlen", "fitness_mode",
+                  "final_eval_windows", "eval_seqlen", "out")
+
+
+class RunNotFoundError(FileNotFoundError):
+    pass
+
+
+def run_dir_for(spec: str) -> Path:
+    path = Path(spec)
+    if (path / "run.db").exists():
+        return path
+    if (RUNS_ROOT / spec / "run.db").exists():
+        return RUNS_ROOT / spec
+    raise RunNotFoundError(f"--resume {spec}: no run found (looked for {path / 'run.db'} and {RUNS_ROOT / spec / 'run.db'})")
+
+
+def new_run_id(args) -> str:
+    size = args.budget if args.budget else f"rate{args.rate}"
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{Path(args.model).name}-{size}-{args.agent.split('#')[0]}")[:60]
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{slug.strip('-')}"
+
+
+def prompt_overrides(items: list[str] | None) -> dict[str, str]:
+    overrides = {}
+    for item in items or []:
+        role, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--prompt {item!r}: use ROLE=FILE, e.g. --prompt mutator=my_mutator.md")
+        overrides[role] = path
+    return overrides
+
+
+def run_search_command(args) -> int:
+    from commands.prune import settings_from_args
+
+    resume = args.resume is not None
+    if resume:
+        run_dir = run_dir_for(args.resume)
+        stored = json.loads(RunStore(run_dir / "run.db").run()["args"])
+        args = Namespace(**{**vars(args), **{k: v for k, v in stored.items() if k in RESUMABLE_ARGS}})
+        run_id = run_dir.name
+    else:
+        if args.budget is None and args.rate is None:
+            args.rate = 0.2  # the quick preset: a realistic rate for a 135M model
+        run_id = new_run_id(args)
+        run_dir = Path(args.out) if args.out else RUNS_ROOT / run_id
+    prompts = PromptSet.load(args.prompts, prompt_overrides(args.prompt)) if args.agent != "classic" else None
+    settings = settings_from_args(args)
+    # The agent first: an unreachable URL or a missing key should fail before minutes of loading.
+    with err_console.status(f"starting agent backend {args.agent} ..."):
+        backend = make_backend(args.agent, args.agent_model, args.temperature, args.max_tokens, args.agent_timeout,
+                               seed=args.seed)
+    try:
+        return _search(args, run_id, run_dir, resume, prompts, settings, backend)
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+def _search(args, run_id, run_dir, resume, prompts, settings, backend) -> int:
+    with err_console.status(f"loading {args.model} ..."):
+        loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    space = make_space(loaded.model, settings)
+    budget = make_budget(space, args.budget, args.rate, settings.granularity)
+    with progress_bar("calibration") as progress:
+        context, _ = prepare(loaded.model, loaded.tokenizer, settings, progress=progress)
+    fitness_windows = load_windows("wikitext2", "validation", loaded.tokenizer, args.fitness_seqlen, settings.data_dir)
+    fitness_windows = fitness_windows.tail(max(1, args.fitness_tokens // args.fitness_seqlen))
+
+    store = RunStore(run_dir / "run.db")
+    stored_args = {k: getattr(args, k, None) for k in RESUMABLE_ARGS}
+    store.start_run(run_id, args.model, budget.description, args.agent, stored_args, versions())
+    evaluator = FitnessEvaluator(context, fitness_windows, kind=args.fitness, mode=args.fitness_mode, store=store,
+                                 batch_size=settings.batch_size)
+    try:
+        roles = make_roles(backend, prompts, retries=args.retries, llm_roles=tuple(args.llm_roles.split(",")))
+        search_settings = SearchSettings(population=args.population, generations=args.generations,
+                                         offspring=args.offspring, patience=args.patience, seed=args.seed,
+                                         granularity=settings.granularity, model_name=args.model)
+        test = load_windows("wikitext2", "test", loaded.tokenizer, args.eval_seqlen, settings.data_dir)
+        test = test.head(args.final_eval_windows or None)
+        record = {"source_model": loaded.name, "run_id": run_id, "budget": budget.to_dict(),
+                  "settings": settings.to_dict(), "agent": args.agent, "versions": versions()}
+
+        def finalizer(best):
+            view.live.stop()  # progress bars of the final evaluation replace the live view
+            return finalize_search(best.to_dict(), context, budget, loaded.tokenizer, test, run_dir / "model", record,
+                                   batch_size=settings.batch_size, progress_factory=progress_bar)
+
+        deps = SearchDeps(roles=roles, evaluator=evaluator, store=store, space=context.space, budget=budget,
+                          settings=search_settings, layer_importance=layer_importance(context.scores),
+                          finalizer=finalizer)
+        started = time.perf_counter()
+        with SearchView(f"search {run_id}", args.generations) as view:
+            deps.on_event = view.on_event
+            final = run_search(deps, run_id, run_dir / "checkpoint.db", resume=resume, on_update=view.on_node)
+        summary = {"run_id": run_id, "run_dir": str(run_dir), "wall_s_this_session": time.perf_counter() - started,
+                   "evaluations": store.evaluation_count(evaluator.cache_kind),
+                   "evaluations_this_session": evaluator.evaluations, "llm": store.token_totals(),
+                   "outcomes": store.outcome_counts(), "best": final.get("best"), "final": final.get("final")}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        store.set_status("finished", best_fitness=(final.get("best") or {}).get("fitness"),
+                         best_key=(final.get("best") or {}).get("plan_key"))
+        print_summary(console, summary, budget)
+        return 0
+    except BaseException:
+        store.set_status("interrupted")
+        raise

@@ -1,0 +1,31 @@
+"""Runs a tiny classic search in its own process (so a test can SIGKILL it mid-generation).
+
+    python -m tests.resume_worker RUN_DIR fresh|resume SECONDS_PER_EVALUATION
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+from agents.roles import ClassicRoles
+from graphs.runner import run_search
+from tests.search_fixtures import tiny_search_deps
+
+
+def main() -> None:
+    run_dir, mode, delay = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+    deps = tiny_search_deps(run_dir, ClassicRoles(), generations=3)
+    score = deps.evaluator._score
+
+    def slow_score(model):
+        time.sleep(delay)
+        return score(model)
+
+    deps.evaluator._score = slow_score
+    final = run_search(deps, "test", run_dir / "checkpoint.db", resume=(mode == "resume"))
+    (run_dir / f"result-{mode}.json").write_text(json.dumps(
+        {"evaluations": deps.evaluator.evaluations, "history": final["best_history"], "best": final["best"]["plan_key"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The search graph on the tiny random Llama, with classic and (fake) LLM operators."""
+import json
+
+from agents.roles import ClassicRoles
+from tests.search_fixtures import llm_roles, run_tiny
+
+GOOD_INIT = json.dumps({"genomes": [[30, 20, 40, 30], [25, 35, 30, 30], [40, 30, 20, 30], [30, 30, 30, 30]]})
+PAIRS = json.dumps({"pairs": [[0, 1], [1, 2], [0, 2], [2, 3]]})
+CHILDREN = json.dumps({"genomes": [[31, 29, 35, 25], [20, 40, 30, 30]]})
+MUTANTS = json.dumps({"genomes": [[50, 10, 30, 30], [10, 50, 30, 30]]})
+
+
+def assert_on_budget(deps, candidates):
+    unit = max(deps.space.mlp_unit_params(i) for i in range(deps.space.num_layers))
+    for cand in candidates:
+        assert cand["total_params"] <= deps.budget.target_params
+        assert deps.budget.target_params - cand["total_params"] < unit
+
+
+def test_classic_search_evolves_and_records_everything(tmp_path):
+    final, deps = run_tiny(tmp_path, ClassicRoles(), generations=3)
+    history = final["best_history"]
+    assert len(history) == 4 and all(b <= a for a, b in zip(history, history[1:]))  # elitist: never worse
+    assert final["best"]["fitness"] == min(history)
+    candidates = deps.store.candidates()
+    assert_on_budget(deps, candidates)
+    keys = {c["plan_key"] for c in candidates}
+    assert deps.evaluator.evaluations == len(keys) == deps.store.evaluation_count(deps.evaluator.cache_kind)
+    assert len(deps.store.generations()) == 4
+    assert {c["origin"].split(":")[0] for c in candidates} == {"classic"}
+
+
+def test_llm_search_uses_good_answers_and_falls_back_on_garbage(tmp_path):
+    # generation 1: the mutator gets garbage twice (one retry) -> classic fallback
+    answers = [GOOD_INIT, PAIRS, CHILDREN, "garbage", "{not json", PAIRS, CHILDREN, MUTANTS]
+    final, deps = run_tiny(tmp_path, llm_roles(answers), generations=2)
+    calls = deps.store.calls()
+    by_role = deps.store.outcome_counts()
+    assert by_role["initializer"] == {"used": 1}
+    assert by_role["mutator"]["fallback"] == 1 and by_role["mutator"]["invalid"] == 2
+    fallback_gen = [c["generation"] for c in calls if c["outcome"] == "fallback"]
+    assert fallback_gen == [1]
+    failed = [c for c in calls if c["outcome"] == "invalid"]
+    assert all(c["error"] == "the answer is not valid JSON" for c in failed)
+    assert "Your previous answer was rejected" in failed[1]["prompt"]  # the retry showed the error
+    origins = {c["origin"] for c in deps.store.candidates()}
+    assert "llm:initializer" in origins and "llm:crosser" in origins and "llm:mutator" in origins
+    assert any(o.startswith("classic:") for o in origins)  # the fallback's mutants
+    assert_on_budget(deps, deps.store.candidates())
+
+
+def test_retry_then_success_is_recorded_as_retried(tmp_path):
+    wrong_length = json.dumps({"genomes": [[30, 30]] * 4})
+    answers = [wrong_length, GOOD_INIT, PAIRS, CHILDREN, MUTANTS]
+    _, deps = run_tiny(tmp_path, llm_roles(answers), generations=1)
+    init_calls = deps.store.calls("initializer")
+    assert [c["outcome"] for c in init_calls] == ["invalid", "retried"]
+    assert "has 2 numbers, expected 4" in init_calls[0]["error"]
+
+
+def test_out_of_bounds_answer_is_repaired_not_rejected(tmp_path):
+    wild = json.dumps({"genomes": [[95, 0, 0, 95], [300, -20, 10, 10], [1, 2, 3, 4], [30, 30, 30, 30]]})
+    _, deps = run_tiny(tmp_path, llm_roles([wild, PAIRS, CHILDREN, MUTANTS]), generations=1)
+    assert deps.store.calls("initializer")[0]["outcome"] == "repaired"
+    assert_on_budget(deps, deps.store.candidates())
+
+
+def test_llm_initializer_with_classic_rest(tmp_path):
+    _, deps = run_tiny(tmp_path, llm_roles([GOOD_INIT], llm_roles=("initializer",)), generations=1)
+    assert set(deps.store.outcome_counts()) == {"initializer"}
+    origins = {c["origin"] for c in deps.store.candidates() if c["generation"] == 1}
+    assert origins and all(o.startswith("classic:") for o in origins)
