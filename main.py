@@ -12,6 +12,7 @@ import os
 import sys
 
 EXIT_USAGE = 2
+ZERO_SHOT_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -66,10 +67,14 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fitness", default="ppl", choices=["ppl", "kl"], help="perplexity, or KL divergence to the dense model")
     p.add_argument("--fitness-tokens", type=int, default=2048, help="WikiText-2 validation tokens per fitness evaluation")
     p.add_argument("--fitness-seqlen", type=int, default=512)
-    p.add_argument("--fitness-mode", default="masked", choices=["masked", "sliced"],
-                   help="apply candidates as masks on the dense model, or by surgery")
+    p.add_argument("--fitness-mode", default="auto", choices=["auto", "masked", "sliced"],
+                   help="apply candidates as masks on the dense model or by surgery (auto: surgery from rate 0.3)")
     p.add_argument("--final-eval-windows", type=int, default=32, help="WikiText-2 test windows in the final comparison (0 = all)")
     p.add_argument("--eval-seqlen", type=int, default=512)
+    p.add_argument("--zero-shot", default="auto", choices=["auto", "on", "off"],
+                   help="lm-eval on the seven tasks in finalize (auto: when --data-dir holds them)")
+    p.add_argument("--eval-limit", type=int, default=20, help="zero-shot documents per task in finalize (0 = skip)")
+    p.add_argument("--timing", default="on", choices=["on", "off"], help="dense vs pruned timing in finalize")
     p.add_argument("--out", default=None, help="run folder (default runs/<run-id>)")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the run with this id or folder")
 
@@ -96,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--export-decilm", action="store_true",
                        help="also write a DeciLM/nemotron-nas checkpoint (vLLM) when the plan keeps all query heads")
     prune.add_argument("--out", default=None, help="checkpoint directory (default runs/prune-<time>/model)")
+
+    evaluate = sub.add_parser("eval", help="evaluate any model: WikiText-2 test perplexity, zero-shot, timing")
+    evaluate.add_argument("target", metavar="MODEL", help="pruned checkpoint, HF directory or id, or alias")
+    evaluate.add_argument("--dtype", default="auto")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--data-dir", default=None, help="folder with the task files (and wikitext-2-raw/)")
+    evaluate.add_argument("--tasks", default=",".join(ZERO_SHOT_TASKS), help="comma list of zero-shot tasks, or 'none'")
+    evaluate.add_argument("--limit", type=int, default=0, help="documents per task (0 = all)")
+    evaluate.add_argument("--eval-seqlen", type=int, default=512)
+    evaluate.add_argument("--eval-windows", type=int, default=0, help="WikiText-2 test windows (0 = all)")
+    evaluate.add_argument("--timing", action="store_true", help="also time prefill and decode")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     return parser
 
 
@@ -116,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             from commands.prune import run_prune
 
             return run_prune(args)
+        if args.command == "eval":
+            from commands.evaluate import run_eval
+
+            return run_eval(args)
         from commands.search import run_search_command
 
         return run_search_command(args)

@@ -26,6 +26,8 @@ from pruning.versions import versions
 from store.run_store import RunStore
 from tools.finalize import finalize_search
 from tools.fitness import FitnessEvaluator
+from tools.report import write_report
+from tools.zeroshot_tasks import TASKS, task_file
 from ui.console import console, err_console, progress_bar
 from ui.live import SearchView
 from ui.search_summary import print_summary
@@ -36,7 +38,7 @@ RESUMABLE_ARGS = ("model", "dtype", "device", "data_dir", "budget", "rate", "met
                   "calib_seqlen", "batch_size", "seed", "agent", "agent_model", "temperature", "max_tokens",
                   "agent_timeout", "retries", "prompts", "prompt", "llm_roles", "population", "generations",
                   "offspring", "patience", "fitness", "fitness_tokens", "fitness_seqlen", "fitness_mode",
-                  "final_eval_windows", "eval_seqlen", "out")
+                  "final_eval_windows", "eval_seqlen", "out", "zero_shot", "eval_limit", "timing")
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -66,6 +68,18 @@ def prompt_overrides(items: list[str] | None) -> dict[str, str]:
             raise ValueError(f"--prompt {item!r}: use ROLE=FILE, e.g. --prompt mutator=my_mutator.md")
         overrides[role] = path
     return overrides
+
+
+def zero_shot_options(args) -> dict | None:
+    """lm-eval in finalize: 'auto' runs it when --data-dir holds the task files."""
+    if args.zero_shot == "off" or args.eval_limit == 0:
+        return None
+    available = args.data_dir is not None and all((Path(args.data_dir) / f).exists() for f in ("boolq", "piqa"))
+    if args.zero_shot == "auto" and not available:
+        return None
+    for task in TASKS:  # 'on' without the files: say which one is missing
+        task_file(task, args.data_dir or ".")
+    return {"data_dir": args.data_dir, "limit": args.eval_limit or None, "tasks": list(TASKS)}
 
 
 def run_search_command(args) -> int:
@@ -123,7 +137,9 @@ def _search(args, run_id, run_dir, resume, prompts, settings, backend) -> int:
         def finalizer(best):
             view.live.stop()  # progress bars of the final evaluation replace the live view
             return finalize_search(best.to_dict(), context, budget, loaded.tokenizer, test, run_dir / "model", record,
-                                   batch_size=settings.batch_size, progress_factory=progress_bar)
+                                   batch_size=settings.batch_size, progress_factory=progress_bar,
+                                   zero_shot_options=zero_shot_options(args), timing=args.timing == "on",
+                                   status=lambda text: err_console.print(text))
 
         deps = SearchDeps(roles=roles, evaluator=evaluator, store=store, space=context.space, budget=budget,
                           settings=search_settings, layer_importance=layer_importance(context.scores),
@@ -139,7 +155,9 @@ def _search(args, run_id, run_dir, resume, prompts, settings, backend) -> int:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         store.set_status("finished", best_fitness=(final.get("best") or {}).get("fitness"),
                          best_key=(final.get("best") or {}).get("plan_key"))
+        write_report(run_dir, summary, store.generations(), budget.to_dict())
         print_summary(console, summary, budget)
+        console.print(f"report: {run_dir / 'report.md'}")
         return 0
     except BaseException:
         store.set_status("interrupted")

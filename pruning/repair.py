@@ -51,12 +51,13 @@ def repair(genome: Genome, space: PruningSpace, budget: Budget) -> RepairResult:
 
     got, plan = removed(0.0)
     delta = 0.0
-    if got < needed:  # remove more: find the smallest delta > 0 that suffices
-        high = 1.0
-        got_high, plan_high = removed(high)
+    if got != needed:
+        # Removal grows with delta: find the smallest delta that removes enough, on the side of
+        # zero that can reach it (positive when too little is removed, negative when too much).
+        low, high = (0.0, 1.0) if got < needed else (-1.0, 0.0)
+        got_high, plan_high = removed(high) if got < needed else (got, plan)
         if got_high < needed:
             raise BudgetError(f"{budget.description} cannot be met within the rate bounds (max {space.max_rate:g})")
-        low = 0.0
         for _ in range(50):
             mid = (low + high) / 2
             got_mid, plan_mid = removed(mid)
@@ -65,17 +66,6 @@ def repair(genome: Genome, space: PruningSpace, budget: Budget) -> RepairResult:
             else:
                 low = mid
         delta, got, plan = high, got_high, plan_high
-    elif got - needed > 0:  # removes more than needed: find the largest delta <= 0 that still suffices
-        low = -1.0
-        high = 0.0
-        for _ in range(50):
-            mid = (low + high) / 2
-            got_mid, plan_mid = removed(mid)
-            if got_mid >= needed:
-                high, got, plan = mid, got_mid, plan_mid
-            else:
-                low = mid
-        delta = high
     if abs(delta) > 1e-6:
         notes.append(f"all rates shifted by {delta:+.4f} to meet the budget")
 
@@ -90,19 +80,27 @@ def repair(genome: Genome, space: PruningSpace, budget: Budget) -> RepairResult:
 
 
 def _trim_to_one_unit(space: PruningSpace, plan: PruningPlan, desired: Genome, excess: int) -> tuple[PruningPlan, int]:
-    """Un-remove MLP units while the excess covers one; largest overshoot first, ties by index."""
+    """Un-remove MLP units while the excess covers one; largest overshoot first, ties by index.
+
+    A unit's price is taken from the exact layer counts (with bias compensation, the first unit
+    removed from a layer also adds a bias, so prices differ by a few parameters)."""
     layers = list(plan.layers)
     trimmed = 0
+
+    def price(i: int) -> int:
+        lp = layers[i]
+        return space.removed_params(i, lp) - space.removed_params(i, LayerPlan(lp.attn_units_removed, lp.mlp_units_removed - 1))
+
     while True:
         realised = space.realised_genome(PruningPlan(tuple(layers)), desired.granularity).mlp_rates
         candidates = [
             (desired.mlp_rates[i] - realised[i], i)
             for i, lp in enumerate(layers)
-            if lp.mlp_units_removed > 0 and space.mlp_unit_params(i) <= excess
+            if lp.mlp_units_removed > 0 and price(i) <= excess
         ]
         if not candidates:
             return PruningPlan(tuple(layers)), trimmed
         _, i = min(candidates)
-        excess -= space.mlp_unit_params(i)
+        excess -= price(i)
         layers[i] = LayerPlan(layers[i].attn_units_removed, layers[i].mlp_units_removed - 1)
         trimmed += 1

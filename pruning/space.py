@@ -93,7 +93,9 @@ class PruningSpace:
         return self.layer_params(i) - self.shape.layer_params(self.layer_shape_after(i, plan))
 
     def mlp_unit_params(self, i: int) -> int:
-        return self.removed_params(i, LayerPlan(0, 1)) - self.removed_params(i, LayerPlan(0, 0))
+        """Parameters one more MLP unit removes (the first one in a layer may cost a few less:
+        with bias compensation it adds a down_proj bias)."""
+        return self.removed_params(i, LayerPlan(0, 2)) - self.removed_params(i, LayerPlan(0, 1))
 
     def attn_unit_params(self, i: int) -> int:
         return self.removed_params(i, LayerPlan(1, 0)) - self.removed_params(i, LayerPlan(0, 0))

@@ -56,3 +56,40 @@ def test_prune_command_writes_a_reloadable_checkpoint(tmp_path, shared_data_dir)
     assert record["wikitext2_test"]["pruned_ppl"] > record["wikitext2_test"]["dense_ppl"]
     assert "WikiText-2 test PPL" in result.stdout
     assert (out / "modeling_pruned_llama.py").exists() and (out / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize("args,env,fragment", [
+    (["--agent", "http://127.0.0.1:9/v1", "--rate", "0.2"], {}, "unreachable"),
+    (["--agent", "openai:gpt-4o-mini", "--rate", "0.2"], {"OPENAI_API_KEY": ""}, "OPENAI_API_KEY"),
+    (["--agent", "bogus", "--rate", "0.2"], {}, "unknown --agent"),
+    (["--resume", "no-such-run"], {}, "no run found"),
+    (["--prompts", "/nonexistent/prompts"], {}, "is not a folder"),
+    (["--prompt", "mutator"], {}, "use ROLE=FILE"),
+])
+def test_search_bad_input_is_one_line_and_exit_2(args, env, fragment):
+    result = run_cli(*args, env_extra=env)
+    assert result.returncode == 2, result.stderr[-1500:]
+    assert "Traceback" not in result.stderr and fragment in result.stderr
+
+
+def test_prompt_with_unknown_variable_is_rejected(tmp_path):
+    bad = tmp_path / "mutator.md"
+    bad.write_text("Mutate {genomes} using {secret_sauce}.")
+    result = run_cli("--prompt", f"mutator={bad}", "--rate", "0.2")
+    assert result.returncode == 2
+    assert "unknown variable(s) ['secret_sauce']" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["eval", "smollm2-135m", "--tasks", "bogus"], "unknown task(s) bogus"),
+    (["eval", "smollm2-135m", "--tasks", "boolq"], "pass --data-dir"),
+    (["eval", "smollm2-135m", "--tasks", "boolq", "--data-dir", "."], "data file"),
+])
+def test_eval_bad_input(args, fragment):
+    result = run_cli(*args)
+    assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_on_a_directory_that_is_not_a_model(tmp_path):
+    result = run_cli("eval", str(tmp_path), "--tasks", "none")
+    assert result.returncode == 2 and "not a model directory" in result.stderr

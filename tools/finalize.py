@@ -27,7 +27,9 @@ def uniform_wanda_sp(context: PruningContext, budget: Budget):
 
 
 def finalize_search(best: dict, context: PruningContext, budget: Budget, tokenizer, test: TokenWindows,
-                    out_dir: Path, record: dict, batch_size: int = 4, progress_factory=None) -> dict:
+                    out_dir: Path, record: dict, batch_size: int = 4, progress_factory=None,
+                    zero_shot_options: dict | None = None, timing: bool = False, status=None) -> dict:
+    """zero_shot_options: {"data_dir", "limit", "tasks"} to run lm-eval on all three models."""
     started = time.perf_counter()
     plan = PruningPlan.from_list(best["plan"])
     pruned = context.prune(plan)
@@ -36,16 +38,32 @@ def finalize_search(best: dict, context: PruningContext, budget: Budget, tokeniz
                                              "params": {"total": best["total_params"], "blocks": best["block_params"]}})
     baseline_context, baseline = uniform_wanda_sp(context, budget)
     rows = {}
-    for name, model in (("dense", context.model), ("uniform wanda-sp", baseline_context.prune(baseline.plan)),
-                        ("searched", pruned)):
+    models = {"dense": context.model, "uniform wanda-sp": baseline_context.prune(baseline.plan), "searched": pruned}
+    for name, model in models.items():
         if progress_factory:
             with progress_factory(f"test perplexity: {name}") as progress:
                 rows[name] = perplexity(model, test, batch_size=batch_size, progress=progress)
         else:
             rows[name] = perplexity(model, test, batch_size=batch_size)
-    return {
-        "checkpoint": str(out_dir), "test_windows": len(test), "test_seqlen": test.seqlen,
-        "ppl": rows, "params": {"dense": budget.dense_params, "uniform wanda-sp": baseline.total_params,
-                                "searched": best["total_params"], "budget": budget.target_params},
-        "uniform_rates": baseline.genome.to_list(), "seconds": time.perf_counter() - started,
-    }
+    params = {"dense": budget.dense_params, "uniform wanda-sp": baseline.total_params,
+              "searched": best["total_params"], "budget": budget.target_params}
+    final = {"checkpoint": str(out_dir), "test_windows": len(test), "test_seqlen": test.seqlen, "ppl": rows,
+             "params": params, "uniform_rates": baseline.genome.to_list()}
+    if zero_shot_options:
+        from tools.zeroshot import zero_shot
+
+        final["zero_shot"] = {}
+        for name, model in models.items():
+            if status:
+                status(f"zero-shot (lm-eval, limit {zero_shot_options.get('limit')}): {name}")
+            final["zero_shot"][name] = zero_shot(model, tokenizer, batch_size=batch_size, **zero_shot_options)
+    if timing:
+        from tools.timing import speedups, time_model
+
+        if status:
+            status("timing dense vs searched")
+        dense_t, pruned_t = time_model(context.model), time_model(pruned)
+        final["timing"] = {"dense": dense_t, "searched": pruned_t,
+                           "speedup": speedups(dense_t, pruned_t, budget.dense_params, best["total_params"])}
+    final["seconds"] = time.perf_counter() - started
+    return final

@@ -2,8 +2,11 @@
 WikiText-2 *validation* windows (never the test split, which is for reporting).
 
 Cached by plan key in memory and in the run database, so a resumed search never evaluates a
-plan twice. Plans are applied as masks on the dense model by default (no weight copies, dense
-speed); `mode="sliced"` builds the smaller model instead (faster forward, pays the surgery).
+plan twice. A plan is applied as masks on the dense model (no weight copies, dense speed) or by
+surgery (a smaller model: faster forward, pays the copy). `mode="auto"` picks per plan: measured
+on the embedded model (BENCHMARKS.md), masks win at rate 0.2 (1.02x a dense forward vs 1.09x
+sliced) and surgery wins at rate 0.5 (0.84x vs 1.14x), so plans removing at least
+`SLICE_ABOVE` of the block parameters are sliced, unless CUDA memory is too short for the copy.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from pruning.data import TokenWindows
 from pruning.genome import PruningPlan
 
 FITNESS_KINDS = ("ppl", "kl")
-MODES = ("masked", "sliced")
+MODES = ("auto", "masked", "sliced")
+SLICE_ABOVE = 0.3
 
 
 @dataclass
@@ -31,7 +35,7 @@ class FitnessResult:
 
 
 class FitnessEvaluator:
-    def __init__(self, context: PruningContext, windows: TokenWindows, kind: str = "ppl", mode: str = "masked",
+    def __init__(self, context: PruningContext, windows: TokenWindows, kind: str = "ppl", mode: str = "auto",
                  store=None, batch_size: int = 4, chunk_tokens: int = 1024):
         if kind not in FITNESS_KINDS:
             raise ValueError(f"--fitness must be one of {', '.join(FITNESS_KINDS)}, not {kind!r}")
@@ -70,7 +74,9 @@ class FitnessEvaluator:
         if hit is not None:
             return FitnessResult(hit, 0.0, True)
         start = time.perf_counter()
-        if self.mode == "sliced":
+        if self.kind == "kl":
+            self._ensure_dense_logprobs()  # before any mask goes on: the model object is shared
+        if self.sliced(plan):
             model = self.context.prune(plan)
             value = self._score(model)
             del model
@@ -84,6 +90,19 @@ class FitnessEvaluator:
         if self.store is not None:
             self.store.record_evaluation(key, self.cache_kind, value, {"kind": self.kind}, seconds)
         return FitnessResult(value, seconds, False)
+
+    def sliced(self, plan: PruningPlan) -> bool:
+        if self.mode != "auto":
+            return self.mode == "sliced"
+        space = self.context.space
+        removed = 1.0 - space.block_params(plan) / space.shape.block_params()
+        if removed < SLICE_ABOVE:
+            return False
+        if torch.cuda.is_available() and self.context.model.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info()
+            needed = space.total_params(plan) * next(self.context.model.parameters()).element_size()
+            return free > 1.2 * needed
+        return True
 
     # -- scoring ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -109,14 +128,18 @@ class FitnessEvaluator:
             return math.exp(nll / count) if math.isfinite(nll) else float("inf")
         return self._kl(model)
 
-    def _kl(self, model) -> float:
-        """Mean per-token KL(dense || pruned); dense log-probs computed once, kept in bf16."""
+    @torch.inference_mode()
+    def _ensure_dense_logprobs(self) -> None:
+        """Dense next-token log-probs of the fitness windows, computed once, kept in bf16."""
         if self._dense_logprobs is None:
             self._dense_logprobs = []
             for _, hidden, head in self._hidden_batches(self.context.model):
                 for s in range(0, hidden.shape[0], self.chunk_tokens):
                     self._dense_logprobs.append(F.log_softmax(head(hidden[s : s + self.chunk_tokens]).float(), -1)
                                                 .to(torch.bfloat16).cpu())
+
+    def _kl(self, model) -> float:
+        """Mean per-token KL(dense || pruned)."""
         total, count, i = 0.0, 0, 0
         for _, hidden, head in self._hidden_batches(model):
             for s in range(0, hidden.shape[0], self.chunk_tokens):

@@ -1,0 +1,52 @@
+"""`main.py eval MODEL`: WikiText-2 test perplexity, zero-shot accuracy, optional timing."""
+from __future__ import annotations
+
+import json
+
+from pruning.data import load_windows
+from pruning.loading import load_model
+from pruning.perplexity import perplexity
+from ui.console import console, err_console, progress_bar
+
+
+def run_eval(args) -> int:
+    tasks = [] if args.tasks in ("", "none") else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if tasks:
+        from tools.zeroshot_tasks import TASKS, task_file
+
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; tasks: {', '.join(TASKS)}")
+        if args.data_dir is None:
+            raise ValueError("zero-shot tasks read local files: pass --data-dir DIR (or --tasks none)")
+        for task in tasks:
+            task_file(task, args.data_dir)  # fail before loading the model
+    with err_console.status(f"loading {args.target} ..."):
+        loaded = load_model(args.target, dtype=args.dtype, device=args.device)
+    results = {"model": args.target, "params": sum(p.numel() for p in loaded.model.parameters())}
+    test = load_windows("wikitext2", "test", loaded.tokenizer, args.eval_seqlen, args.data_dir).head(args.eval_windows or None)
+    with progress_bar("WikiText-2 test perplexity") as progress:
+        results["wikitext2_test_ppl"] = perplexity(loaded.model, test, batch_size=args.batch_size, progress=progress)
+    console.print(f"wikitext2 (test, {len(test)} x {test.seqlen} tokens)  ppl {results['wikitext2_test_ppl']:.3f}")
+    if tasks:
+        from tools.zeroshot import zero_shot
+
+        with err_console.status("zero-shot (lm-eval) ..."):
+            shot = zero_shot(loaded.model, loaded.tokenizer, tasks=tasks, data_dir=args.data_dir,
+                             limit=args.limit or None, batch_size=args.batch_size)
+        results["zero_shot"] = shot
+        for task, row in shot["tasks"].items():
+            console.print(f"{task:<14} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
+        console.print(f"{'average':<14} {shot['average']:.4f}  ({shot['seconds']:.0f} s, limit {args.limit or 'none'})")
+    if args.timing:
+        from tools.timing import time_model
+
+        with err_console.status("timing ..."):
+            results["timing"] = time_model(loaded.model)
+        for key, row in results["timing"]["prefill"].items():
+            console.print(f"prefill {key:<8} {row['median_s'] * 1000:8.1f} ms  ({row['tokens_per_s']:.0f} tok/s)")
+        console.print(f"decode          {results['timing']['decode']['tokens_per_s']:.1f} tok/s")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2, default=str)
+    return 0

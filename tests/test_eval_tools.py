@@ -1,0 +1,54 @@
+"""lm-eval on a real model with a small limit; timing; the report files."""
+import json
+
+import matplotlib.image as mpimg
+import pytest
+
+from agents.roles import ClassicRoles
+from tests.search_fixtures import run_tiny
+from tests.tiny import tiny_llama
+from tools.report import write_report
+from tools.timing import speedups, time_model
+
+
+def test_timing_returns_positive_medians():
+    model = tiny_llama()
+    result = time_model(model, batch_sizes=(1, 2), seqlens=(8,), decode_tokens=4, repeats=2)
+    assert set(result["prefill"]) == {"1x8", "2x8"}
+    assert all(row["median_s"] > 0 and row["min_s"] <= row["median_s"] <= row["max_s"] for row in result["prefill"].values())
+    assert result["decode"]["tokens_per_s"] > 0 and result["peak_memory_gb"] > 0
+    ratio = speedups(result, result, 200, 100)
+    assert ratio["ideal"] == 2.0 and ratio["decode"] == pytest.approx(1.0)
+
+
+def test_report_files_exist_and_parse(tmp_path):
+    final_state, deps = run_tiny(tmp_path, ClassicRoles(), generations=2)
+    best = final_state["best"]
+    summary = {"run_id": "test", "best": best, "evaluations": deps.evaluator.evaluations,
+               "llm": deps.store.token_totals(), "outcomes": deps.store.outcome_counts(),
+               "final": {"test_windows": 2, "test_seqlen": 32, "ppl": {"dense": 10.0, "uniform wanda-sp": 12.0, "searched": 11.0},
+                         "params": {"dense": 1, "uniform wanda-sp": 1, "searched": 1, "budget": 1},
+                         "uniform_rates": [deps.budget.average_rate] * 4,
+                         "zero_shot": {"dense": {"tasks": {"boolq": {"acc": 0.5}, "piqa": {"acc": 0.6, "acc_norm": 0.7}},
+                                                 "average": 0.6}}}}
+    write_report(tmp_path, summary, deps.store.generations(), deps.budget.to_dict())
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["best"]["plan_key"] == best["plan_key"] and len(report["generations"]) == 3
+    text = (tmp_path / "report.md").read_text()
+    assert "| searched | 1 | 11.00 |" in text and "| dense | 0.500 | 0.700 | 0.600 |" in text
+    for name in ("rates.png", "fitness.png"):
+        image = mpimg.imread(tmp_path / name)
+        assert image.shape[0] > 100 and image.shape[1] > 100
+
+
+@pytest.mark.integration
+def test_lm_eval_runs_on_the_embedded_model(embedded, shared_data_dir):
+    if shared_data_dir is None:
+        pytest.skip("needs ../shared/data")
+    from tools.zeroshot import zero_shot
+
+    result = zero_shot(embedded.model, embedded.tokenizer, tasks=["boolq", "winogrande", "arc_easy"],
+                       data_dir=shared_data_dir, limit=4, batch_size=4)
+    assert set(result["tasks"]) == {"boolq", "winogrande", "arc_easy"}
+    assert "acc_norm" in result["tasks"]["arc_easy"] and "acc_norm" not in result["tasks"]["boolq"]
+    assert all(0.0 <= v <= 1.0 for row in result["tasks"].values() for v in row.values())

@@ -1,0 +1,100 @@
+"""The run report: report.md + report.json + PNG plots (per-layer rates, fitness per generation)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_rates(path: Path, best_rates: list[float], uniform_rates: list[float], granularity: str) -> None:
+    n = len(best_rates) if granularity == "layer" else len(best_rates) // 2
+    fig, ax = plt.subplots(figsize=(max(6, n * 0.25), 3.2))
+    xs = range(n)
+    if granularity == "layer":
+        ax.bar([x - 0.2 for x in xs], best_rates, width=0.4, label="searched")
+    else:
+        ax.bar([x - 0.2 for x in xs], best_rates[:n], width=0.4, label="searched: attention")
+        ax.bar([x + 0.2 for x in xs], best_rates[n:], width=0.4, label="searched: MLP")
+    ax.plot(list(xs), uniform_rates[:n], color="black", linestyle="--", label="uniform")
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("pruning rate")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_fitness(path: Path, generations: list[dict]) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    gens = [g["generation"] for g in generations]
+    ax.plot(gens, [g["best"] for g in generations], marker="o", label="best")
+    ax.plot(gens, [g["mean"] for g in generations], marker=".", label="population mean")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("fitness (lower is better)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: dict) -> dict:
+    run_dir = Path(run_dir)
+    best, final = summary.get("best") or {}, summary.get("final") or {}
+    files = {}
+    if best and final.get("uniform_rates"):
+        plot_rates(run_dir / "rates.png", best["rates"], final["uniform_rates"], best["granularity"])
+        files["rates_png"] = "rates.png"
+    if generations:
+        plot_fitness(run_dir / "fitness.png", generations)
+        files["fitness_png"] = "fitness.png"
+    report = {"budget": budget, "best": best, "final": final, "generations": generations,
+              "cost": {"evaluations": summary.get("evaluations"), "llm": summary.get("llm"),
+                       "outcomes": summary.get("outcomes")}, "files": files}
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    lines = [f"# Self-Pruner run {summary.get('run_id', '')}", "",
+             f"Budget: {budget.get('description')} = {budget.get('target_params'):,} parameters "
+             f"(dense {budget.get('dense_params'):,}; average rate {budget.get('average_rate'):.3f}).", ""]
+    if final:
+        lines += [f"## WikiText-2 test perplexity ({final['test_windows']} windows x {final['test_seqlen']} tokens)", "",
+                  "| model | parameters | perplexity |", "|---|---:|---:|"]
+        lines += [f"| {name} | {final['params'][name]:,} | {ppl:.2f} |" for name, ppl in final["ppl"].items()]
+        lines.append("")
+    if final.get("zero_shot"):
+        names = list(final["zero_shot"])
+        tasks = list(next(iter(final["zero_shot"].values()))["tasks"])
+        lines += ["## Zero-shot accuracy (acc_norm where lm-eval reports it, else acc)", "",
+                  "| model | " + " | ".join(tasks) + " | average |", "|---|" + "---:|" * (len(tasks) + 1)]
+        for name in names:
+            row = final["zero_shot"][name]
+            cells = [f"{r.get('acc_norm', r.get('acc')):.3f}" for r in row["tasks"].values()]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['average']:.3f} |")
+        lines.append("")
+    if best:
+        lines += ["## Best genome", "", f"Fitness {best['fitness']:.4f}, origin `{best['origin']}`.", "",
+                  "| layer | " + ("rate |" if best["granularity"] == "layer" else "attention | MLP |"),
+                  "|---:|" + ("---:|" if best["granularity"] == "layer" else "---:|---:|")]
+        n = len(best["rates"]) if best["granularity"] == "layer" else len(best["rates"]) // 2
+        for i in range(n):
+            cells = [best["rates"][i]] if best["granularity"] == "layer" else [best["rates"][i], best["rates"][n + i]]
+            lines.append(f"| {i} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        lines.append("")
+        if "rates_png" in files:
+            lines += ["![per-layer rates](rates.png)", ""]
+    if generations:
+        lines += ["## Fitness per generation", "", "| generation | best | mean | diversity | evaluations |",
+                  "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {g['generation']} | {g['best']:.4f} | {g['mean']:.4f} | {g['diversity']:.4f} | {g['evaluations']} |"
+                  for g in generations]
+        lines += ["", "![fitness](fitness.png)", ""]
+    llm = summary.get("llm") or {}
+    lines += ["## Search cost", "", f"- fitness evaluations: {summary.get('evaluations')}",
+              f"- LLM calls: {llm.get('calls', 0)}, latency {llm.get('latency', 0):.0f} s, tokens "
+              f"{llm.get('prompt', 0)} prompt + {llm.get('completion', 0)} completion"]
+    for role, counts in sorted((summary.get("outcomes") or {}).items()):
+        lines.append(f"- {role}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return report

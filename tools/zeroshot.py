@@ -1,0 +1,42 @@
+"""Zero-shot accuracy with lm-eval on an in-memory (possibly pruned, heterogeneous) model.
+
+Offline (the default here): our task configs over local files (tools/zeroshot_tasks.py).
+`online=True` uses lm-eval's own task names (needs the hub)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tools.zeroshot_tasks import TASKS, task_config
+
+
+def zero_shot(model, tokenizer, tasks: list[str] | tuple[str, ...] = TASKS, data_dir: str | Path | None = None,
+              limit: int | None = None, batch_size: int = 8, online: bool = False) -> dict:
+    """Returns {"tasks": {task: {"acc": .., "acc_norm": ..}}, "average": .., "seconds": ..}.
+
+    The average is the paper's: mean over tasks of acc_norm where lm-eval reports it, else acc."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; tasks: {', '.join(TASKS)}")
+    if not online and data_dir is None:
+        raise ValueError("zero-shot evaluation offline needs --data-dir (boolq/, piqa/, hellaswag/, ... under it)")
+    device = str(next(model.parameters()).device)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size)
+    started = time.perf_counter()
+    if online:
+        specs, manager = list(tasks), TaskManager()
+    else:
+        specs, manager = [task_config(t, data_dir) for t in tasks], TaskManager(include_defaults=False)
+    out = lm_eval.simple_evaluate(model=lm, tasks=specs, task_manager=manager, limit=limit, log_samples=False,
+                                  bootstrap_iters=0)
+    results = {}
+    for task in tasks:
+        row = out["results"][task if online else f"sp_{task}"]
+        results[task] = {k.split(",")[0]: v for k, v in row.items() if k.split(",")[0] in ("acc", "acc_norm")}
+    headline = [r.get("acc_norm", r.get("acc")) for r in results.values()]
+    return {"tasks": results, "average": sum(headline) / len(headline), "limit": limit,
+            "seconds": time.perf_counter() - started}
