@@ -33,7 +33,8 @@ def genomes_grammar(count: int, length: int) -> str:
 
 
 def pairs_grammar(count: int, population: int) -> str:
-    digits = "[0-9] | [1-9] [0-9]" if population > 10 else "[0-9]"
+    # Indices can only name someone in the population (<= 10 shown: one digit in range).
+    digits = "[0-9] | [1-9] [0-9]" if population > 10 else f"[0-{max(0, population - 1)}]"
     return (
         f'root ::= "{{\\"pairs\\":[" {_repeat("pair", count)} "]}}"\n'
         'pair ::= "[" idx "," idx "]"\n'

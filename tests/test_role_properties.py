@@ -87,3 +87,13 @@ def test_selector_and_crosser_never_escape(first, second):
     assert len(result.pairs) == 3 and all(0 <= i < len(pop) and 0 <= j < len(pop) for i, j in result.pairs)
     assert sum(c.outcome in ("used", "repaired", "retried", "fallback") for c in result.calls) == 1
     check_genomes(roles.crossover(ctx, result.pairs), ctx)
+
+
+def test_grammars_bound_the_answer():
+    from agents.schemas import genomes_grammar, pairs_grammar
+
+    assert "idx ::= [0-7]" in pairs_grammar(4, 8)
+    assert "[1-9] [0-9]" in pairs_grammar(4, 20)
+    grammar = genomes_grammar(2, 3)
+    assert grammar.count('"," num') == 2 and grammar.count('"," genome') == 1
+    assert 'num ::= [0-9] | [1-9] [0-9]' in grammar  # at most two digits: no runaway numbers

@@ -1,0 +1,64 @@
+"""Benchmark for zero-shot evaluation and timing (issue: evaluation, timing, report).
+
+    python benchmarks/eval_bench.py --data-dir ../shared/data [--limit 100]
+
+Zero-shot (lm-eval, the seven tasks, offline files) of the dense embedded model and of uniform
+Wanda-sp at average rate 0.2, with the time each took; CPU prefill / decode timing of dense vs
+uniform Wanda-sp at rate 0.5, with speed-ups beside the ideal (parameter ratio).
+Timing runs first (it needs the CPU to itself). Results: benchmarks/results/eval_bench.json
+(finished entries are skipped on a rerun).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from benchmarks.common import ResultStore, machine  # noqa: E402
+from pruning import allocation  # noqa: E402
+from pruning.loading import load_model  # noqa: E402
+from pruning.prepare import PruneSettings, make_budget, prepare  # noqa: E402
+from pruning.repair import repair  # noqa: E402
+from tools.timing import speedups, time_model  # noqa: E402
+from tools.zeroshot import zero_shot  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--limit", type=int, default=100, help="documents per task (0 = all)")
+    args = parser.parse_args()
+    store = ResultStore("eval_bench")
+    store.put("machine", machine())
+    loaded = load_model("smollm2-135m", dtype="bfloat16", device="cpu")
+    context, _ = prepare(loaded.model, loaded.tokenizer, PruneSettings(metric="wanda-sp", data_dir=args.data_dir,
+                                                                       batch_size=8))
+
+    def uniform(rate):
+        budget = make_budget(context.space, None, rate, "layer")
+        result = repair(allocation.uniform(context.space, budget), context.space, budget)
+        return context.prune(result.plan), result.total_params, budget.dense_params
+
+    if not store.has("timing dense vs uniform 0.5"):
+        pruned, pruned_params, dense_params = uniform(0.5)
+        dense_t, pruned_t = time_model(loaded.model), time_model(pruned)
+        store.put("timing dense vs uniform 0.5", {"dense": dense_t, "pruned": pruned_t, "params": [dense_params, pruned_params],
+                                                 "speedup": speedups(dense_t, pruned_t, dense_params, pruned_params)})
+        print(store.data["timing dense vs uniform 0.5"]["speedup"], flush=True)
+
+    limit = args.limit or None
+    for name, rate in (("dense", None), ("uniform wanda-sp 0.2", 0.2)):
+        key = f"zero_shot {name} limit {args.limit}"
+        if store.has(key):
+            continue
+        model = loaded.model if rate is None else uniform(rate)[0]
+        store.put(key, zero_shot(model, loaded.tokenizer, data_dir=args.data_dir, limit=limit, batch_size=8))
+        print(key, store.data[key], flush=True)
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    main()
