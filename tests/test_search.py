@@ -70,3 +70,16 @@ def test_llm_initializer_with_classic_rest(tmp_path):
     assert set(deps.store.outcome_counts()) == {"initializer"}
     origins = {c["origin"] for c in deps.store.candidates() if c["generation"] == 1}
     assert origins and all(o.startswith("classic:") for o in origins)
+
+
+def test_module_granularity_search_with_llm_answers(tmp_path):
+    # 4 layers -> 8 numbers: attention rates, then MLP rates
+    init = json.dumps({"genomes": [[0, 0, 0, 0, 40, 40, 40, 40], [25, 0, 25, 0, 30, 45, 30, 45],
+                                   [0, 25, 0, 25, 45, 30, 45, 30], [10, 10, 10, 10, 35, 35, 35, 35]]})
+    children = json.dumps({"genomes": [[0, 0, 25, 0, 40, 45, 30, 40], [0, 25, 0, 0, 35, 30, 45, 40]]})
+    final, deps = run_tiny(tmp_path, llm_roles([init, PAIRS, children, children]), granularity="module", generations=2)
+    candidates = deps.store.candidates()
+    assert all(len(json.loads(c["genome"])) == 8 and c["granularity"] == "module" for c in candidates)
+    assert_on_budget(deps, candidates)
+    assert deps.store.calls("initializer")[-1]["outcome"] in ("used", "repaired")
+    assert len(final["best"]["rates"]) == 8

@@ -15,17 +15,12 @@ def plot_rates(path: Path, best_rates: list[float], uniform_rates: list[float], 
     fig, ax = plt.subplots(figsize=(max(6, n * 0.25), 3.2))
     xs = range(n)
     if granularity == "layer":
-        ax.bar([x - 0.2 for x in xs], best_rates, width=0.4, label="searched")
+        ax.bar(list(xs), best_rates, width=0.6, label="searched")
     else:
         ax.bar([x - 0.2 for x in xs], best_rates[:n], width=0.4, label="searched: attention")
         ax.bar([x + 0.2 for x in xs], best_rates[n:], width=0.4, label="searched: MLP")
     ax.plot(list(xs), uniform_rates[:n], color="black", linestyle="--", label="uniform")
-    ax.set_xlabel("decoder layer")
-    ax.set_ylabel("pruning rate")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path, "decoder layer", "pruning rate")
 
 
 def plot_fitness(path: Path, generations: list[dict]) -> None:
@@ -33,8 +28,12 @@ def plot_fitness(path: Path, generations: list[dict]) -> None:
     gens = [g["generation"] for g in generations]
     ax.plot(gens, [g["best"] for g in generations], marker="o", label="best")
     ax.plot(gens, [g["mean"] for g in generations], marker=".", label="population mean")
-    ax.set_xlabel("generation")
-    ax.set_ylabel("fitness (lower is better)")
+    _finish(fig, ax, path, "generation", "fitness (lower is better)")
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -72,6 +71,16 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
             row = final["zero_shot"][name]
             cells = [f"{r.get('acc_norm', r.get('acc')):.3f}" for r in row["tasks"].values()]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['average']:.3f} |")
+        lines.append("")
+    if final.get("timing"):
+        timing = final["timing"]
+        lines += [f"## Inference timing ({timing['dense']['device']}, median of {timing['dense']['decode']['repeats']})", "",
+                  f"| setting | dense | searched | speed-up (ideal {timing['speedup']['ideal']:.2f}x) |", "|---|---:|---:|---:|"]
+        for key, row in timing["dense"]["prefill"].items():
+            lines.append(f"| prefill {key} | {row['median_s'] * 1000:.1f} ms | "
+                         f"{timing['searched']['prefill'][key]['median_s'] * 1000:.1f} ms | {timing['speedup']['prefill ' + key]:.2f}x |")
+        lines.append(f"| decode | {timing['dense']['decode']['tokens_per_s']:.1f} tok/s | "
+                     f"{timing['searched']['decode']['tokens_per_s']:.1f} tok/s | {timing['speedup']['decode']:.2f}x |")
         lines.append("")
     if best:
         lines += ["## Best genome", "", f"Fitness {best['fitness']:.4f}, origin `{best['origin']}`.", "",
