@@ -28,7 +28,8 @@ def test_local_agent_search_end_to_end(tmp_path, shared_data_dir):
     out = tmp_path / "run"
     args = ["--agent", "local", "--rate", "0.2", "--population", "2", "--generations", "1", "--offspring", "2",
             "--fitness-tokens", "256", "--fitness-seqlen", "128", "--final-eval-windows", "1", "--eval-seqlen", "128",
-            "--calib-samples", "4", "--calib-seqlen", "128", "--max-tokens", "400", "--out", str(out)]
+            "--calib-samples", "4", "--calib-seqlen", "128", "--max-tokens", "400", "--eval-limit", "2",
+            "--out", str(out)]
     if shared_data_dir:
         args += ["--data-dir", shared_data_dir]
     result = run_cli(*args, env_extra={"SELF_PRUNER_CACHE": str(tmp_path / "cache")}, timeout=900)
@@ -40,4 +41,9 @@ def test_local_agent_search_end_to_end(tmp_path, shared_data_dir):
     assert summary["best"]["total_params"] <= summary["final"]["params"]["budget"]
     assert (out / "model" / "config.json").exists()
     assert "search cost" in result.stdout
+    report = (out / "report.md").read_text()
+    assert "## Inference timing" in report and "## Fitness per generation" in report
+    if shared_data_dir:  # the task files are there: finalize ran lm-eval on all three models
+        assert "## Zero-shot accuracy" in report
+        assert set(summary["final"]["zero_shot"]) == {"dense", "uniform wanda-sp", "searched"}
     assert server_processes() == []
