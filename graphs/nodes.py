@@ -10,6 +10,7 @@ from typing import Callable
 from agents.proposals import to_candidates
 from agents.types import Candidate, RoleContext, RoleResult
 from graphs.state import SearchState
+from pruning.genome import PruningPlan
 
 
 @dataclass
@@ -76,8 +77,6 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         offspring = state.get("offspring", [])
         for k, data in enumerate(offspring):
             cand = Candidate.from_dict(data)
-            from pruning.genome import PruningPlan
-
             result = deps.evaluator.evaluate(PruningPlan.from_list(cand.plan))
             cand.fitness = result.value
             evaluated.append(cand.to_dict())
