@@ -88,9 +88,12 @@ def run_search_command(args) -> int:
     resume = args.resume is not None
     if resume:
         run_dir = run_dir_for(args.resume)
-        stored = json.loads(RunStore(run_dir / "run.db").run()["args"])
+        run = RunStore(run_dir / "run.db").run()
+        if run is None:
+            raise RunNotFoundError(f"--resume {args.resume}: {run_dir / 'run.db'} holds no run")
+        stored = json.loads(run["args"])
         args = Namespace(**{**vars(args), **{k: v for k, v in stored.items() if k in RESUMABLE_ARGS}})
-        run_id = run_dir.name
+        run_id = run["id"]  # also the checkpoint's thread id: the folder may have any name
     else:
         if args.budget is None and args.rate is None:
             args.rate = 0.2  # the quick preset: a realistic rate for a 135M model

@@ -93,3 +93,42 @@ def test_eval_bad_input(args, fragment):
 def test_eval_on_a_directory_that_is_not_a_model(tmp_path):
     result = run_cli("eval", str(tmp_path), "--tasks", "none")
     assert result.returncode == 2 and "not a model directory" in result.stderr
+
+
+@pytest.mark.integration
+def test_cli_search_killed_and_resumed(tmp_path, shared_data_dir):
+    """`main.py --resume DIR` continues the same run (same id, same checkpoint thread): no
+    candidate evaluated twice, one run row, status finished."""
+    import signal
+    import sqlite3
+    import time
+
+    out = tmp_path / "run"
+    args = ["--agent", "classic", "--rate", "0.2", "--population", "4", "--generations", "2", "--offspring", "4",
+            "--fitness-tokens", "256", "--fitness-seqlen", "128", "--final-eval-windows", "1", "--eval-seqlen", "128",
+            "--calib-samples", "4", "--calib-seqlen", "128", "--zero-shot", "off", "--timing", "off", "--out", str(out)]
+    if shared_data_dir:
+        args += ["--data-dir", shared_data_dir]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", SELF_PRUNER_CACHE=str(tmp_path / "cache"))
+    process = subprocess.Popen([sys.executable, "main.py", *args], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def count(query):
+        try:
+            with sqlite3.connect(out / "run.db") as db:
+                return db.execute(query).fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    deadline = time.monotonic() + 300
+    while count("select count(*) from evaluations") < 5 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = count("select count(*) from evaluations")
+    result = run_cli("--resume", str(out), env_extra={"SELF_PRUNER_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["evaluations"] == before + summary["evaluations_this_session"]  # nothing evaluated twice
+    assert summary["evaluations"] == 4 + 2 * 4  # nothing lost: a fresh run makes exactly this many
+    assert count("select count(*) from runs") == 1 and count("select status from runs") == "finished"
