@@ -102,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write a DeciLM/nemotron-nas checkpoint (vLLM) when the plan keeps all query heads")
     prune.add_argument("--out", default=None, help="checkpoint directory (default runs/prune-<time>/model)")
 
+    runs = sub.add_parser("runs", help="list runs: id, model, budget, agent, status, best fitness, evaluations, date")
+    runs.add_argument("--root", default="runs", help="folder holding run folders")
+
+    replay = sub.add_parser("replay", help="replay a run from its database in the terminal")
+    replay.add_argument("run", metavar="RUN", help="run id (under runs/) or run folder")
+    replay.add_argument("--generation", type=int, default=None, help="only this generation")
+    replay.add_argument("--role", default=None, choices=["initializer", "selector", "crosser", "mutator"])
+    replay.add_argument("--speed", type=float, default=0.5, help="seconds between generations (0 = no pauses)")
+    replay.add_argument("--full-prompts", action="store_true", help="show every prompt and whole answers")
+
     evaluate = sub.add_parser("eval", help="evaluate any model: WikiText-2 test perplexity, zero-shot, timing")
     evaluate.add_argument("target", metavar="MODEL", help="pruned checkpoint, HF directory or id, or alias")
     evaluate.add_argument("--dtype", default="auto")
@@ -134,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             from commands.prune import run_prune
 
             return run_prune(args)
+        if args.command == "runs":
+            from commands.runs import run_list
+
+            return run_list(args)
+        if args.command == "replay":
+            from commands.runs import run_replay
+
+            return run_replay(args)
         if args.command == "eval":
             from commands.evaluate import run_eval
 

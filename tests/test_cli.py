@@ -132,3 +132,16 @@ def test_cli_search_killed_and_resumed(tmp_path, shared_data_dir):
     assert summary["evaluations"] == before + summary["evaluations_this_session"]  # nothing evaluated twice
     assert summary["evaluations"] == 4 + 2 * 4  # nothing lost: a fresh run makes exactly this many
     assert count("select count(*) from runs") == 1 and count("select status from runs") == "finished"
+
+
+def test_runs_and_replay_commands(tmp_path):
+    from tests.search_fixtures import llm_roles, run_tiny
+    from tests.test_search import CHILDREN, GOOD_INIT, MUTANTS, PAIRS
+
+    run_tiny(tmp_path / "r1", llm_roles([GOOD_INIT, PAIRS, CHILDREN, MUTANTS]), generations=1)
+    listed = run_cli("runs", "--root", str(tmp_path))
+    assert listed.returncode == 0 and "rate 0.3" in listed.stdout
+    shown = run_cli("replay", str(tmp_path / "r1"), "--speed", "0")
+    assert shown.returncode == 0 and "generation 1: population" in shown.stdout
+    missing = run_cli("replay", "no-such-run")
+    assert missing.returncode == 2 and "no run found" in missing.stderr
