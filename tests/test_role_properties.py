@@ -97,3 +97,17 @@ def test_grammars_bound_the_answer():
     grammar = genomes_grammar(2, 3)
     assert grammar.count('"," num') == 2 and grammar.count('"," genome') == 1
     assert 'num ::= [0-9] | [1-9] [0-9]' in grammar  # at most two digits: no runaway numbers
+
+
+def test_shipped_prompt_sets_load_and_render():
+    from agents.prompting import PromptSet, common_fields
+
+    for name in ("default", "no-importance", "diverse"):
+        prompts = PromptSet.load(name)
+        assert prompts.name == name
+        fields = {**common_fields(context(2)), "importance": "layer 0: attention 1.00, mlp 1.00",
+                  "answer_format": "JSON", "population": "0: 1.0 | [20]", "parents": "pair 0", "genomes": "0: [20]"}
+        for role in ("initializer", "selector", "crosser", "mutator"):
+            text = prompts.render(role, fields)
+            assert "tiny" in text and "{model_name}" not in text
+    assert "calibration pass" not in PromptSet.load("no-importance").templates["initializer"]
