@@ -14,7 +14,7 @@ from pruning.decilm import decilm_expressible, export_decilm
 from pruning.importance import wanda_outlier_ratios
 from pruning.loading import load_model
 from pruning.perplexity import perplexity
-from pruning.prepare import PruneSettings, make_budget, prepare
+from pruning.prepare import PruneSettings, make_budget, make_space, prepare
 from pruning.repair import repair
 from pruning.versions import versions
 from ui.console import console, err_console, progress_bar
@@ -48,8 +48,6 @@ def run_prune(args) -> int:
     with err_console.status(f"loading {args.model} ..."):
         loaded = load_model(args.model, dtype=args.dtype, device=args.device)
     model, tokenizer = loaded.model, loaded.tokenizer
-    from pruning.prepare import make_space
-
     space = make_space(model, settings)
     budget = make_budget(space, args.budget, args.rate, settings.granularity)  # fail fast, before calibrating
     with progress_bar("calibration") as progress:

@@ -72,24 +72,22 @@ def budget_from_args(shape: ModelShape, budget: str | None, rate: float | None, 
         target, description = parse_param_count(budget, dense), f"budget {budget}"
     embeddings = dense - blocks
     if target > dense:
-        raise BudgetError(f"{description} = {_fmt(target)} params is above the model's size ({_fmt(dense)}): nothing to prune")
+        raise BudgetError(f"{description} = {format_params(target)} params is above the model's size ({format_params(dense)}): nothing to prune")
     if target <= embeddings:
         raise BudgetError(
-            f"{description} = {_fmt(target)} params is below the embeddings and final norm alone ({_fmt(embeddings)})"
+            f"{description} = {format_params(target)} params is below the embeddings and final norm alone ({format_params(embeddings)})"
         )
     if target < min_params:
         raise BudgetError(
-            f"{description} = {_fmt(target)} params is below the smallest model the rate bounds allow "
-            f"({_fmt(min_params)}); raise the budget or --max-rate"
+            f"{description} = {format_params(target)} params is below the smallest model the rate bounds allow "
+            f"({format_params(min_params)}); raise the budget or --max-rate"
         )
     return Budget(target_params=target, dense_params=dense, block_params=blocks, description=description)
 
 
-def _fmt(n: int) -> str:
+def format_params(n: int) -> str:
+    """134515008 -> '134.515M'."""
     for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.3f}{unit}"
     return str(n)
-
-
-format_params = _fmt

@@ -125,9 +125,6 @@ class RunStore:
     def generations(self) -> list[dict]:
         return list(self.db["generations"].rows_where(order_by="generation"))
 
-    def fitness_of(self, plan_key: str, kind: str) -> float | None:
-        return self.cached(plan_key, kind)
-
     def outcome_counts(self) -> dict[str, dict[str, int]]:
         """Per role: how many calls ended used / repaired / retried / fallback."""
         counts: dict[str, dict[str, int]] = {}

@@ -28,7 +28,7 @@ def _population_table(store, generation: dict, fitness_kind: str | None) -> Tabl
         cand = by_key.get(key)
         if cand is None:
             continue
-        fitness = store.fitness_of(key, fitness_kind) if fitness_kind else None
+        fitness = store.cached(key, fitness_kind) if fitness_kind else None
         parents = ", ".join(p[:6] for p in json.loads(cand["parents"] or "[]"))
         table.add_row(str(i), "-" if fitness is None else f"{fitness:.3f}", f"{cand['total_params'] / 1e6:.2f}M",
                       cand["origin"], parents, rates_line(json.loads(cand["genome"])))
