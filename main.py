@@ -48,7 +48,7 @@ def add_pruning_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def add_search_args(p: argparse.ArgumentParser) -> None:
+def add_agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent", default="local",
                    help="local (llama.cpp server with the embedded SmolLM2), classic (no LLM), openai:<model>, or URL[#model]")
     p.add_argument("--agent-model", default=None, help="GGUF file for --agent local (default: the embedded SmolLM2)")
@@ -56,14 +56,12 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=1024, help="LLM answer limit")
     p.add_argument("--agent-timeout", type=float, default=180.0, help="seconds per LLM call")
     p.add_argument("--retries", type=int, default=1, help="retries (with the error shown) before the classic fallback")
-    p.add_argument("--prompts", default=None, help="prompt set folder (default prompts/default)")
-    p.add_argument("--prompt", action="append", metavar="ROLE=FILE", help="replace one role's prompt (repeatable)")
-    p.add_argument("--llm-roles", default="initializer,selector,crosser,mutator",
-                   help="roles the LLM plays; the others use classic operators")
+
+
+def add_evolution_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--generations", type=int, default=4, help="generations after the initial population")
     p.add_argument("--offspring", type=int, default=8, help="children per generation (half crossover, half mutation)")
-    p.add_argument("--patience", type=int, default=0, help="stop after this many generations without improvement (0 = off)")
     p.add_argument("--fitness", default="ppl", choices=["ppl", "kl"], help="perplexity, or KL divergence to the dense model")
     p.add_argument("--fitness-tokens", type=int, default=2048, help="WikiText-2 validation tokens per fitness evaluation")
     p.add_argument("--fitness-seqlen", type=int, default=512)
@@ -71,6 +69,16 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                    help="apply candidates as masks on the dense model or by surgery (auto: surgery from rate 0.3)")
     p.add_argument("--final-eval-windows", type=int, default=32, help="WikiText-2 test windows in the final comparison (0 = all)")
     p.add_argument("--eval-seqlen", type=int, default=512)
+
+
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    add_agent_args(p)
+    p.add_argument("--prompts", default=None, help="prompt set folder (default prompts/default)")
+    p.add_argument("--prompt", action="append", metavar="ROLE=FILE", help="replace one role's prompt (repeatable)")
+    p.add_argument("--llm-roles", default="initializer,selector,crosser,mutator",
+                   help="roles the LLM plays; the others use classic operators")
+    add_evolution_args(p)
+    p.add_argument("--patience", type=int, default=0, help="stop after this many generations without improvement (0 = off)")
     p.add_argument("--zero-shot", default="auto", choices=["auto", "on", "off"],
                    help="lm-eval on the seven tasks in finalize (auto: when --data-dir holds them)")
     p.add_argument("--eval-limit", type=int, default=20, help="zero-shot documents per task in finalize (0 = skip)")
@@ -112,6 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--speed", type=float, default=0.5, help="seconds between generations (0 = no pauses)")
     replay.add_argument("--full-prompts", action="store_true", help="show every prompt and whole answers")
 
+    ablate = sub.add_parser("ablate", help="does the LLM help? arms x seeds at an equal evaluation budget, compared")
+    add_model_args(ablate)
+    add_budget_args(ablate)
+    add_pruning_args(ablate)
+    add_agent_args(ablate)
+    add_evolution_args(ablate)
+    ablate.add_argument("--arms", default=None,
+                        help="comma list of arms (default: all of: llm, classic, random, llm-init, prompts:no-importance, "
+                             "prompts:no-history, prompts:diverse, prompts:moves, cma); also ngopt, ng:<optimizer>, "
+                             "prompts:<set or folder>; suffix @module for module granularity")
+    ablate.add_argument("--seeds", default="0,1,2", help="comma list of seeds, one run per arm and seed")
+    ablate.add_argument("--out", default=None, help="ablation folder (default runs/ablation-<time>); rerun with the same "
+                                                   "folder to resume: finished cells are kept")
+    ablate.add_argument("--report-only", action="store_true", help="only rebuild the comparison from the finished cells")
+
     evaluate = sub.add_parser("eval", help="evaluate any model: WikiText-2 test perplexity, zero-shot, timing")
     evaluate.add_argument("target", metavar="MODEL", help="pruned checkpoint, HF directory or id, or alias")
     evaluate.add_argument("--dtype", default="auto")
@@ -152,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             from commands.runs import run_replay
 
             return run_replay(args)
+        if args.command == "ablate":
+            from commands.ablate import run_ablate
+
+            return run_ablate(args)
         if args.command == "eval":
             from commands.evaluate import run_eval
 

@@ -16,14 +16,14 @@ def _noisy(ctx: RoleContext, base: list[float], sigma: float) -> Genome:
     return Genome(ctx.granularity, tuple(min(hi, max(lo, r + ctx.rng.gauss(0.0, sigma))) for r in base))
 
 
-def _uniform_rates(ctx: RoleContext) -> list[float]:
+def uniform_rates(ctx: RoleContext) -> list[float]:
     n = ctx.space.num_layers * (1 if ctx.granularity == "layer" else 2)
     return [ctx.budget.average_rate] * n
 
 
 def initialize(ctx: RoleContext) -> RoleResult:
     """The uniform genome, then uniform + Gaussian noise (repair puts each back on budget)."""
-    base = _uniform_rates(ctx)
+    base = uniform_rates(ctx)
     genomes = [Genome(ctx.granularity, tuple(base))]
     while len(genomes) < ctx.count:
         genomes.append(_noisy(ctx, base, sigma=ctx.rng.choice((0.04, 0.08, 0.12))))

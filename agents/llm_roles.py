@@ -14,18 +14,30 @@ from pruning.repair import repair
 
 from agents import classic
 from agents.chat import ChatBackend
-from agents.parsing import AnswerError, parse_genomes, parse_pairs
+from agents import moves as mv
+from agents.parsing import AnswerError, parse_choices, parse_genomes, parse_pairs
 from agents.prompting import (
     PromptSet,
     answer_format,
     common_fields,
     genome_text,
+    history_fields,
     importance_text,
     pct,
-    population_text,
 )
 from agents.proposals import material_repair
-from agents.schemas import genomes_grammar, genomes_schema, pairs_grammar, pairs_schema
+from agents.schemas import (
+    choices_grammar,
+    choices_schema,
+    genomes_grammar,
+    genomes_schema,
+    pairs_grammar,
+    pairs_schema,
+)
+
+# Move-based answers: how many options each genome may combine, and how many moves are listed.
+MOVES_PER_ITEM = {"initializer": 4, "crosser": 1, "mutator": 3}
+MOVES_LISTED = 16
 from agents.types import CallRecord, RoleContext, RoleResult
 
 
@@ -38,23 +50,30 @@ class LLMRoles:
     def initialize(self, ctx: RoleContext) -> RoleResult:
         if "initializer" not in self.llm_roles:
             return classic.initialize(ctx)
-        fields = {**common_fields(ctx), "importance": importance_text(ctx.layer_importance),
-                  "answer_format": self._format(ctx)}
-        return self._genome_role("initializer", ctx, fields, lambda: classic.initialize(ctx), [[] for _ in range(ctx.count)])
+        fields = {**common_fields(ctx), "importance": importance_text(ctx.layer_importance)}
+        fallback, parents = (lambda: classic.initialize(ctx)), [[] for _ in range(ctx.count)]
+        if self.prompts.answer == "moves":
+            moves = mv.enumerate_moves(ctx, MOVES_LISTED)
+            base = classic.uniform_rates(ctx)
+            fields |= {"moves": mv.moves_text(ctx, moves), "answer_format": self._choice_format("initializer", ctx.count)}
+            return self._choice_role("initializer", ctx, fields, fallback, parents, len(moves),
+                                     lambda k, chosen: mv.apply_moves(ctx, base, moves, chosen))
+        fields["answer_format"] = self._format(ctx)
+        return self._genome_role("initializer", ctx, fields, fallback, parents)
 
     def select(self, ctx: RoleContext) -> RoleResult:
         if "selector" not in self.llm_roles:
             return classic.select(ctx)
-        fields = {**common_fields(ctx), "population": population_text(ctx.population)}
+        fields = {**common_fields(ctx), **history_fields(ctx)}
         shown = min(len(ctx.population), 20)
         prompt = self.prompts.render("selector", fields)
         parsed, calls = self._ask("selector", ctx, prompt, pairs_schema(ctx.count), pairs_grammar(ctx.count, shown),
-                                  lambda text: parse_pairs(text, ctx.count, shown))
+                                  lambda text: (*parse_pairs(text, ctx.count, shown), None))
         if parsed is None:
             result = classic.select(ctx)
             result.calls = calls + [self._fallback("selector", ctx)]
             return result
-        pairs, notes = parsed
+        pairs, notes, _ = parsed
         if len(pairs) < ctx.count:  # top up from tournament selection
             extra = classic.select(RoleContext(**{**ctx.__dict__, "count": ctx.count - len(pairs)}))
             pairs += extra.pairs
@@ -68,41 +87,81 @@ class LLMRoles:
         parents_text = "\n".join(
             f"pair {k}: A = {genome_text(ctx.population[a].rates)}  B = {genome_text(ctx.population[b].rates)}"
             for k, (a, b) in enumerate(pairs))
-        fields = {**common_fields(ctx), "count": len(pairs), "population": population_text(ctx.population),
-                  "parents": parents_text, "answer_format": self._format(ctx, len(pairs))}
+        fields = {**common_fields(ctx), "count": len(pairs), **history_fields(ctx), "parents": parents_text}
         keys = [[ctx.population[a].plan_key, ctx.population[b].plan_key] for a, b in pairs]
         sub = RoleContext(**{**ctx.__dict__, "count": len(pairs)})
-        return self._genome_role("crosser", sub, fields, lambda: classic.crossover(ctx, pairs), keys)
+        fallback = lambda: classic.crossover(ctx, pairs)  # noqa: E731
+        if self.prompts.answer == "moves":
+            options = mv.crossover_options(sub)
+            fields |= {"options": mv.options_text(options), "answer_format": self._choice_format("crosser", len(pairs))}
+
+            def child(k, chosen):
+                a, b = pairs[k]
+                return mv.cross(ctx.population[a].rates, ctx.population[b].rates, options[chosen[0]][1])
+            return self._choice_role("crosser", sub, fields, fallback, keys, len(options), child)
+        fields["answer_format"] = self._format(ctx, len(pairs))
+        return self._genome_role("crosser", sub, fields, fallback, keys)
 
     def mutate(self, ctx: RoleContext, genomes: list[Genome], parent_keys: list[str]) -> RoleResult:
         if "mutator" not in self.llm_roles:
             return classic.mutate(ctx, genomes, parent_keys)
         listed = "\n".join(f"{k}: {genome_text(list(g.rates))}" for k, g in enumerate(genomes))
-        fields = {**common_fields(ctx), "count": len(genomes), "population": population_text(ctx.population),
-                  "genomes": listed, "answer_format": self._format(ctx, len(genomes))}
+        fields = {**common_fields(ctx), "count": len(genomes), **history_fields(ctx), "genomes": listed}
         sub = RoleContext(**{**ctx.__dict__, "count": len(genomes)})
-        return self._genome_role("mutator", sub, fields, lambda: classic.mutate(ctx, genomes, parent_keys),
-                                 [[k] for k in parent_keys])
+        fallback, parents = (lambda: classic.mutate(ctx, genomes, parent_keys)), [[k] for k in parent_keys]
+        if self.prompts.answer == "moves":
+            moves = mv.enumerate_moves(sub, MOVES_LISTED)
+            fields |= {"moves": mv.moves_text(sub, moves), "answer_format": self._choice_format("mutator", len(genomes))}
+            return self._choice_role("mutator", sub, fields, fallback, parents, len(moves),
+                                     lambda k, chosen: mv.apply_moves(sub, list(genomes[k].rates), moves, chosen))
+        fields["answer_format"] = self._format(ctx, len(genomes))
+        return self._genome_role("mutator", sub, fields, fallback, parents)
 
     # -- shared machinery ------------------------------------------------------------------
     def _format(self, ctx: RoleContext, count: int | None = None) -> str:
         return answer_format(count or ctx.count, self._length(ctx), pct(ctx.budget.average_rate))
 
     @staticmethod
+    def _choice_format(role: str, count: int) -> str:
+        per = MOVES_PER_ITEM[role]
+        if per == 1:
+            return f'Answer with JSON only, exactly {count} lists of one option number each: {{"choices":[[3],[0],...]}}'
+        return (f'Answer with JSON only, exactly {count} lists of 1 to {per} move numbers each: '
+                f'{{"choices":[[3,7],[1],...]}}')
+
+    @staticmethod
     def _length(ctx: RoleContext) -> int:
         return ctx.space.num_layers * (1 if ctx.granularity == "layer" else 2)
 
+    def _choice_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Callable[[], RoleResult],
+                     parents: list[list[str]], options: int, build: Callable[[int, list[int]], list[float]]) -> RoleResult:
+        """Move-based answer: option indices per item, turned into rates by `build(item, chosen)`."""
+        per = MOVES_PER_ITEM[role]
+
+        def decode(text: str):
+            chosen, notes = parse_choices(text, ctx.count, options, per)
+            return [build(k, c) for k, c in enumerate(chosen)], notes, chosen
+
+        return self._genome_role(role, ctx, fields, fallback, parents, choices_schema(ctx.count, options, per),
+                                 choices_grammar(ctx.count, options, per), decode)
+
     def _genome_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Callable[[], RoleResult],
-                     parents: list[list[str]]) -> RoleResult:
+                     parents: list[list[str]], schema: dict | None = None, grammar: str | None = None,
+                     decode=None) -> RoleResult:
         length = self._length(ctx)
         prompt = self.prompts.render(role, fields)
-        parsed, calls = self._ask(role, ctx, prompt, genomes_schema(ctx.count, length),
-                                  genomes_grammar(ctx.count, length), lambda text: parse_genomes(text, ctx.count, length))
+        if decode is None:
+            schema, grammar = genomes_schema(ctx.count, length), genomes_grammar(ctx.count, length)
+
+            def decode(text: str):
+                rates, notes = parse_genomes(text, ctx.count, length)
+                return rates, notes, rates
+        parsed, calls = self._ask(role, ctx, prompt, schema, grammar, decode)
         if parsed is None:
             result = fallback()
             result.calls = calls + [self._fallback(role, ctx)]
             return result
-        rate_lists, notes = parsed
+        rate_lists, notes, _ = parsed
         genomes = [Genome(ctx.granularity, tuple(rates)) for rates in rate_lists]
         origins = [f"llm:{role}"] * len(genomes)
         parent_lists = parents[: len(genomes)]
@@ -155,6 +214,7 @@ class LLMRoles:
                 current = (f"{prompt}\n\nYour previous answer was rejected: {err}. "
                            "Answer again, following the format exactly.")
                 continue
-            record.parsed = parsed[0]
+            # what the model said: genomes, pairs, or the chosen options of a move-based answer
+            record.parsed = parsed[0] if parsed[-1] is None else parsed[-1]
             return parsed, calls
         return None, calls

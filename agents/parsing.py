@@ -93,3 +93,35 @@ def parse_pairs(text: str, count: int, population: int) -> tuple[list[tuple[int,
     elif len(pairs) < count:
         notes.append(f"{count - len(pairs)} pair(s) missing")
     return pairs, notes
+
+
+def parse_choices(text: str, count: int, options: int, per_item: int) -> tuple[list[list[int]], list[str]]:
+    """Move-based answers: {"choices": [[i, ...], ...]}, indices into the numbered option list."""
+    data = parse_json(text)
+    if isinstance(data, dict):
+        data = data.get("choices", data.get("moves"))
+    if not isinstance(data, list):
+        raise AnswerError('expected {"choices": [[i, ...], ...]}')
+    if data and all(isinstance(v, int) and not isinstance(v, bool) for v in data):
+        data = [[v] for v in data]  # a flat list: one choice per item
+    chosen, problems = [], []
+    for k, item in enumerate(data):
+        if isinstance(item, int) and not isinstance(item, bool):
+            item = [item]
+        if not isinstance(item, list) or not item or not all(isinstance(v, int) and not isinstance(v, bool) for v in item):
+            problems.append(f"item {k} is not a list of option numbers")
+        elif not all(0 <= v < options for v in item):
+            problems.append(f"item {k} names an option outside 0..{options - 1}")
+        else:
+            if len(item) > per_item:
+                problems.append(f"item {k}: only the first {per_item} options used")
+            chosen.append(list(item[:per_item]))
+    if not chosen:
+        raise AnswerError("; ".join(problems[:3]) or "no choices in the answer")
+    notes = problems
+    if len(chosen) > count:
+        notes.append(f"{len(chosen) - count} extra item(s) ignored")
+        chosen = chosen[:count]
+    elif len(chosen) < count:
+        notes.append(f"{count - len(chosen)} item(s) missing")
+    return chosen, notes

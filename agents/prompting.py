@@ -1,6 +1,8 @@
 """Prompt sets: load, check fields, render. The text lives in prompts/<set>/<role>.md."""
 from __future__ import annotations
 
+import json
+import random
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +12,20 @@ from agents.types import ROLES, Candidate, RoleContext
 PROMPTS_ROOT = Path(__file__).resolve().parent.parent / "prompts"
 COMMON_FIELDS = {"model_name", "num_layers", "budget", "average_rate", "min_rate", "max_rate", "count",
                  "granularity_note"}
+HISTORY_FIELDS = {"population", "population_unsorted"}
 ROLE_FIELDS = {
     "initializer": COMMON_FIELDS | {"importance", "answer_format"},
-    "selector": COMMON_FIELDS | {"population"},
-    "crosser": COMMON_FIELDS | {"population", "parents", "answer_format"},
-    "mutator": COMMON_FIELDS | {"population", "genomes", "answer_format"},
+    "selector": COMMON_FIELDS | HISTORY_FIELDS,
+    "crosser": COMMON_FIELDS | HISTORY_FIELDS | {"parents", "answer_format"},
+    "mutator": COMMON_FIELDS | HISTORY_FIELDS | {"genomes", "answer_format"},
 }
+# Answer schemas a set may declare in its set.json ({"answer": "moves"}); "genomes" is the default.
+ANSWERS = ("genomes", "moves")
+MOVE_FIELDS = {"initializer": {"moves"}, "selector": set(), "crosser": {"options"}, "mutator": {"moves"}}
+
+
+def role_fields(role: str, answer: str) -> set[str]:
+    return ROLE_FIELDS[role] | (MOVE_FIELDS[role] if answer == "moves" else set())
 
 
 class PromptError(ValueError):
@@ -26,6 +36,7 @@ class PromptError(ValueError):
 class PromptSet:
     name: str
     templates: dict[str, str]
+    answer: str = "genomes"  # "moves": the LLM picks numbered options instead of writing genomes
 
     @classmethod
     def load(cls, directory: str | Path | None = None, overrides: dict[str, str] | None = None) -> "PromptSet":
@@ -44,8 +55,17 @@ class PromptSet:
         for role in overrides or {}:
             if role not in ROLES:
                 raise PromptError(f"--prompt {role}=...: unknown role; roles are {', '.join(ROLES)}")
+        answer = "genomes"
+        manifest = folder / "set.json"
+        if manifest.is_file():
+            try:
+                answer = json.loads(manifest.read_text(encoding="utf-8")).get("answer", "genomes")
+            except (json.JSONDecodeError, AttributeError) as err:
+                raise PromptError(f"{manifest}: not a JSON object ({err})") from None
+            if answer not in ANSWERS:
+                raise PromptError(f"{manifest}: unknown answer schema {answer!r}; use one of {', '.join(ANSWERS)}")
         prompt_set = cls(name=folder.name if not overrides else f"{folder.name}+{'+'.join(sorted(overrides))}",
-                         templates=templates)
+                         templates=templates, answer=answer)
         prompt_set.check()
         return prompt_set
 
@@ -55,12 +75,13 @@ class PromptSet:
                 names = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
             except ValueError as err:
                 raise PromptError(f"prompt for {role}: bad template ({err}); write {{{{ and }}}} for literal braces") from None
-            unknown = {n.split(".")[0].split("[")[0] for n in names} - ROLE_FIELDS[role]
+            allowed = role_fields(role, self.answer)
+            unknown = {n.split(".")[0].split("[")[0] for n in names} - allowed
             if "" in unknown:
                 raise PromptError(f"prompt for {role}: empty {{}} field; write {{{{ and }}}} for literal braces")
             if unknown:
                 raise PromptError(f"prompt for {role} uses unknown variable(s) {sorted(unknown)}; "
-                                  f"available: {sorted(ROLE_FIELDS[role])}")
+                                  f"available with answer schema {self.answer!r}: {sorted(allowed)}")
 
     def render(self, role: str, fields: dict) -> str:
         return self.templates[role].format(**fields)
@@ -82,6 +103,20 @@ def population_text(population: list[Candidate], limit: int = 20) -> str:
         fitness = "?" if cand.fitness is None else f"{cand.fitness:.3f}"
         lines.append(f"{i}: {fitness} | {genome_text(cand.rates)}")
     return "\n".join(lines)
+
+
+def unsorted_population_text(population: list[Candidate], rng: random.Random, limit: int = 20) -> str:
+    """The same members and indices as `population_text`, in random order (the no-history ablation)."""
+    lines = population_text(population, limit).splitlines()
+    rng.shuffle(lines)
+    return "\n".join(lines)
+
+
+def history_fields(ctx: RoleContext) -> dict:
+    # A separate generator: shuffling must not shift the role's own random draws.
+    order_rng = random.Random(f"{ctx.generation}:{len(ctx.population)}:{ctx.count}")
+    return {"population": population_text(ctx.population),
+            "population_unsorted": unsorted_population_text(ctx.population, order_rng)}
 
 
 def importance_text(importance: list[tuple[float, float]]) -> str:

@@ -42,5 +42,23 @@ def pairs_grammar(count: int, population: int) -> str:
     )
 
 
+def choices_schema(count: int, options: int, per_item: int) -> dict:
+    """Move-based answers: `count` lists of 1..per_item option indices."""
+    item = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": options - 1},
+            "minItems": 1, "maxItems": per_item}
+    return {"type": "object", "additionalProperties": False, "required": ["choices"],
+            "properties": {"choices": {"type": "array", "items": item, "minItems": count, "maxItems": count}}}
+
+
+def choices_grammar(count: int, options: int, per_item: int) -> str:
+    digits = " | ".join(f'"{k}"' for k in range(options))  # exactly the listed options
+    optional = "".join(' ("," idx' for _ in range(per_item - 1)) + "".join(")?" for _ in range(per_item - 1))
+    return (
+        f'root ::= "{{\\"choices\\":[" {_repeat("item", count)} "]}}"\n'
+        f'item ::= "[" idx{optional} "]"\n'
+        f"idx ::= {digits}\n"
+    )
+
+
 def response_format(schema: dict, name: str) -> dict:
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}

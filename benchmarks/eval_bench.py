@@ -24,7 +24,7 @@ from pruning.loading import load_model  # noqa: E402
 from pruning.prepare import PruneSettings, make_budget, prepare  # noqa: E402
 from pruning.repair import repair  # noqa: E402
 from tools.timing import speedups, time_model  # noqa: E402
-from tools.zeroshot import zero_shot  # noqa: E402
+from tools.zeroshot import TASKS, zero_shot  # noqa: E402
 
 
 def main() -> None:
@@ -50,14 +50,27 @@ def main() -> None:
                                                  "speedup": speedups(dense_t, pruned_t, dense_params, pruned_params)})
         print(store.data["timing dense vs uniform 0.5"]["speedup"], flush=True)
 
+    # One entry per (model, task) so a killed full run (--limit 0: ~69k requests per model) resumes
+    # at the task it was in; the summary entry is written once all seven tasks are in.
     limit = args.limit or None
     for name, rate in (("dense", None), ("uniform wanda-sp 0.2", 0.2)):
         key = f"zero_shot {name} limit {args.limit}"
         if store.has(key):
             continue
         model = loaded.model if rate is None else uniform(rate)[0]
-        store.put(key, zero_shot(model, loaded.tokenizer, data_dir=args.data_dir, limit=limit, batch_size=8))
+        for task in TASKS:
+            task_key = f"{key} task {task}"
+            if not store.has(task_key):
+                store.put(task_key, zero_shot(model, loaded.tokenizer, tasks=[task], data_dir=args.data_dir,
+                                              limit=limit, batch_size=8))
+                print(task_key, store.data[task_key], flush=True)
+        parts = [store.data[f"{key} task {task}"] for task in TASKS]
+        tasks = {task: part["tasks"][task] for task, part in zip(TASKS, parts)}
+        headline = [r.get("acc_norm", r.get("acc")) for r in tasks.values()]
+        store.put(key, {"tasks": tasks, "average": sum(headline) / len(headline), "limit": limit,
+                        "seconds": sum(part["seconds"] for part in parts)})
         print(key, store.data[key], flush=True)
+
 
 if __name__ == "__main__":
     torch.set_num_threads(2)

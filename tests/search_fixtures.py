@@ -48,5 +48,5 @@ def run_tiny(run_dir: Path, roles, **kwargs) -> tuple[dict, SearchDeps]:
     return final, deps
 
 
-def llm_roles(answers: list[str], retries: int = 1, **kwargs):
-    return make_roles(fake_backend(answers), PromptSet.load(), retries=retries, **kwargs)
+def llm_roles(answers: list[str], retries: int = 1, prompts: PromptSet | None = None, **kwargs):
+    return make_roles(fake_backend(answers), prompts or PromptSet.load(), retries=retries, **kwargs)

@@ -1,0 +1,198 @@
+"""The ablation grid: arms x seeds, each arm a different set of operators behind the same graph
+(or a library optimizer), all with the same evaluation budget, the same cached importance
+scores, the same fitness windows and the same repair. One folder per cell
+(`cells/<arm>-s<seed>/` with run.db, checkpoint.db, cell.json): a finished cell is never run
+again, a killed one resumes from its database, and processes running disjoint arms into the
+same folder do not collide.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from agents.prompting import PromptSet
+from agents.random_search import RandomRoles
+from agents.roles import ClassicRoles, make_roles
+from agents.types import ROLES
+from graphs.blackbox import optimizer_class, run_blackbox
+from graphs.nodes import SearchDeps, SearchSettings
+from graphs.runner import run_search
+from pruning import allocation
+from pruning.genome import PruningPlan
+from pruning.perplexity import perplexity
+from pruning.repair import repair
+from pruning.versions import versions
+from store.run_store import RunStore
+from tools.fitness import FitnessEvaluator
+
+DEFAULT_ARMS = ("llm", "classic", "random", "llm-init", "prompts:no-importance", "prompts:no-history",
+                "prompts:diverse", "prompts:moves", "cma")
+ARMS_HELP = ("llm (all roles), classic, random, llm-init (LLM initializer, classic rest), prompts:<set> "
+             "(LLM with a prompt set), cma / ngopt / ng:<Nevergrad optimizer>; suffix @module for module granularity")
+BEAT_UNIFORM_BY = 0.2  # "evaluations needed to beat uniform Wanda-sp by 20%"
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    kind: str  # classic | random | llm | blackbox
+    prompts: str = "default"
+    llm_roles: tuple[str, ...] = ROLES
+    optimizer: str = ""
+    granularity: str = "layer"
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.kind == "llm"
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9.]+", "-", self.name).strip("-")
+
+
+def parse_arm(spec: str) -> Arm:
+    base, _, granularity = spec.strip().partition("@")
+    granularity = granularity or "layer"
+    if granularity not in ("layer", "module"):
+        raise ValueError(f"arm {spec!r}: granularity after @ must be layer or module")
+    if base == "llm":
+        return Arm(spec, "llm", granularity=granularity)
+    if base == "llm-init":
+        return Arm(spec, "llm", llm_roles=("initializer",), granularity=granularity)
+    if base in ("classic", "random"):
+        return Arm(spec, base, granularity=granularity)
+    if base.startswith("prompts:"):
+        PromptSet.load(base.split(":", 1)[1])  # fails now, with the set's problem, not hours later
+        return Arm(spec, "llm", prompts=base.split(":", 1)[1], granularity=granularity)
+    if base in ("cma", "ngopt") or base.startswith("ng:"):
+        name, _ = optimizer_class(base.split(":", 1)[1] if base.startswith("ng:") else base)
+        return Arm(spec, "blackbox", optimizer=name, granularity=granularity)
+    raise ValueError(f"unknown arm {spec!r}; arms: {ARMS_HELP}")
+
+
+@dataclass
+class AblationSetup:
+    """Everything the cells share: built once (model, calibration, windows), used by every cell."""
+
+    context: object  # PruningContext
+    budgets: dict  # granularity -> Budget
+    fitness_windows: object
+    test_windows: object
+    population: int = 8
+    generations: int = 4
+    offspring: int = 8
+    fitness_kind: str = "ppl"
+    fitness_mode: str = "auto"
+    batch_size: int = 4
+    retries: int = 1
+    model_name: str = ""
+    layer_importance: list = field(default_factory=list)
+    backend_factory: Callable[[], object] | None = None  # starts the chat backend on first use
+    _backend: object = None
+
+    @property
+    def max_evals(self) -> int:
+        return self.population + self.generations * self.offspring
+
+    def backend(self):
+        if self._backend is None:
+            if self.backend_factory is None:
+                raise ValueError("LLM arms need an agent backend (--agent local, openai:<model> or a URL)")
+            self._backend = self.backend_factory()
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+
+def uniform_reference(setup: AblationSetup, out_dir: Path) -> dict:
+    """Fitness and test perplexity of uniform Wanda-sp: the line every arm must beat (cached in reference.json)."""
+    path = out_dir / "reference.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    space, budget = setup.context.space, setup.budgets["layer"]
+    plan = repair(allocation.uniform(space, budget, "layer"), space, budget).plan
+    evaluator = FitnessEvaluator(setup.context, setup.fitness_windows, kind=setup.fitness_kind, mode=setup.fitness_mode,
+                                 batch_size=setup.batch_size)
+    reference = {"uniform_fitness": evaluator.evaluate(plan).value,
+                 "uniform_test_ppl": perplexity(setup.context.prune(plan), setup.test_windows, batch_size=setup.batch_size)}
+    path.write_text(json.dumps(reference, indent=2))
+    return reference
+
+
+def best_so_far(store: RunStore, kind: str) -> list[float]:
+    """Best fitness after each evaluation, in the order they were made."""
+    curve, best = [], float("inf")
+    for row in store.db.query("select value from evaluations where kind = ? order by id", [kind]):
+        best = min(best, row["value"])
+        curve.append(best)
+    return curve
+
+
+def evaluations_to_reach(curve: list[float], target: float) -> int | None:
+    return next((k + 1 for k, value in enumerate(curve) if value <= target), None)
+
+
+def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path, reference: dict,
+             on_event: Callable[[str, dict], None] | None = None) -> dict:
+    """Runs (or resumes, or just returns) one arm x seed cell; writes cells/<arm>-s<seed>/cell.json."""
+    cell_dir = out_dir / "cells" / f"{arm.slug}-s{seed}"
+    done = cell_dir / "cell.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    budget = setup.budgets[arm.granularity]
+    store = RunStore(cell_dir / "run.db")
+    run_id = f"ablation-{arm.slug}-s{seed}"
+    resume = store.run() is not None
+    store.start_run(run_id, setup.model_name, budget.description, arm.name,
+                    {"arm": arm.name, "seed": seed, "population": setup.population, "generations": setup.generations,
+                     "offspring": setup.offspring, "max_evals": setup.max_evals}, versions())
+    evaluator = FitnessEvaluator(setup.context, setup.fitness_windows, kind=setup.fitness_kind, mode=setup.fitness_mode,
+                                 store=store, batch_size=setup.batch_size)
+    settings = SearchSettings(population=setup.population, generations=setup.generations, offspring=setup.offspring,
+                              seed=seed, granularity=arm.granularity, model_name=setup.model_name)
+    deps = SearchDeps(roles=_roles(setup, arm, seed), evaluator=evaluator, store=store, space=setup.context.space,
+                      budget=budget, settings=settings, layer_importance=setup.layer_importance, on_event=on_event)
+    started = time.perf_counter()
+    try:
+        if arm.kind == "blackbox":
+            best = run_blackbox(deps, arm.optimizer, setup.max_evals)["best"]
+        else:
+            best = run_search(deps, run_id, cell_dir / "checkpoint.db", resume=resume)["best"]
+    except BaseException:
+        store.set_status("interrupted")
+        raise
+    search_s = time.perf_counter() - started
+    plan = PruningPlan.from_list(best["plan"])
+    test_ppl = perplexity(setup.context.prune(plan), setup.test_windows, batch_size=setup.batch_size)
+    curve = best_so_far(store, evaluator.cache_kind)
+    target = (1 - BEAT_UNIFORM_BY) * reference["uniform_fitness"]
+    llm = store.token_totals()
+    cell = {
+        "arm": arm.name, "seed": seed, "granularity": arm.granularity, "best_fitness": best["fitness"],
+        "test_ppl": test_ppl, "evaluations": len(curve), "evals_to_beat_uniform": evaluations_to_reach(curve, target),
+        "search_wall_s": search_s, "resumed": resume, "llm_calls": llm["calls"],
+        "llm_tokens": llm["prompt"] + llm["completion"], "llm_latency_s": llm["latency"],
+        "outcomes": store.outcome_counts(), "best_rates": best["rates"], "best_params": best["total_params"],
+        "best_plan_key": best["plan_key"], "curve": curve,
+    }
+    store.set_status("finished", best_fitness=best["fitness"], best_key=best["plan_key"])
+    done.write_text(json.dumps(cell, indent=2))
+    return cell
+
+
+def _roles(setup: AblationSetup, arm: Arm, seed: int):
+    if arm.kind == "classic":
+        return ClassicRoles()
+    if arm.kind == "random":
+        return RandomRoles()
+    if arm.kind == "blackbox":
+        return None
+    backend = setup.backend()
+    backend.seed, backend.calls = 1000 * seed, 0  # the same sampling stream for a seed, whichever arm runs first
+    return make_roles(backend, PromptSet.load(arm.prompts), retries=setup.retries, llm_roles=arm.llm_roles)

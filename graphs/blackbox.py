@@ -1,0 +1,87 @@
+"""A library black-box optimizer (Nevergrad: CMA-ES, NGOpt, ...) driving the same genome, repair,
+fitness evaluator, cache and evaluation budget as the evolutionary graph: the strongest non-LLM
+control we can get without writing an optimizer ourselves.
+
+The optimizer proposes raw rates in [min_rate, max_rate]; repair (the same deterministic decoder
+every LLM answer goes through) maps them onto the budget, and the optimizer is told the fitness
+of the repaired plan. A plan already evaluated costs nothing: the cache answers. Re-running the
+same seed replays the same asks, so a killed run resumes from the run database.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+
+from agents.types import Candidate
+from graphs.nodes import SearchDeps
+from pruning.genome import Genome
+from pruning.repair import repair
+
+OPTIMIZER_ALIASES = {"cma": "CMA", "ngopt": "NGOpt"}
+
+
+def optimizer_class(name: str):
+    import nevergrad as ng
+
+    name = OPTIMIZER_ALIASES.get(name.lower(), name)
+    if name not in ng.optimizers.registry:
+        raise ValueError(f"unknown Nevergrad optimizer {name!r}; e.g. CMA, NGOpt, DE, TwoPointsDE, OnePlusOne")
+    return name, ng.optimizers.registry[name]
+
+
+def run_blackbox(deps: SearchDeps, optimizer: str, max_evals: int) -> dict:
+    """Returns {"best": Candidate dict}. Generations are bookkept every `population` evaluations
+    so `runs` and `replay` show the run like any other."""
+    import nevergrad as ng
+
+    name, cls = optimizer_class(optimizer)
+    s, space, budget = deps.settings, deps.space, deps.budget
+    length = space.num_layers * (1 if s.granularity == "layer" else 2)
+    parametrization = ng.p.Array(init=np.full(length, budget.average_rate), lower=space.min_rate, upper=space.max_rate)
+    parametrization.random_state = np.random.RandomState(s.seed)
+    opt = cls(parametrization=parametrization, budget=max_evals)
+    # NGOpt's sub-optimizers warn about tolerances and early convergence (then sample at random):
+    # expected at a 40-evaluation budget, and not something a user can act on.
+    warnings.filterwarnings("ignore", module=r"nevergrad\..*|scipy\._lib\.pyprima\..*")
+    kind = deps.evaluator.cache_kind
+    best: Candidate | None = None
+    batch: list[float] = []
+    asks = 0
+    while deps.store.evaluation_count(kind) < max_evals and asks < 10 * max_evals:
+        asks += 1
+        point = opt.ask()
+        result = repair(Genome(s.granularity, tuple(float(v) for v in point.value)), space, budget)
+        generation = deps.store.evaluation_count(kind) // max(1, s.population)
+        cand = Candidate(rates=list(result.genome.to_list()), granularity=s.granularity, plan_key=result.plan.key(),
+                         plan=result.plan.to_list(), total_params=result.total_params, block_params=result.block_params,
+                         origin=f"nevergrad:{name}", generation=generation, notes=list(result.notes))
+        fitness = deps.evaluator.evaluate(result.plan)
+        cand.fitness = fitness.value
+        opt.tell(point, fitness.value)
+        if best is None or cand.fitness < best.fitness:
+            best = cand
+        if fitness.cached:
+            continue  # a repeat (or, on resume, a replayed ask): no evaluation spent
+        deps.store.record_candidate(cand.to_dict())
+        batch.append(fitness.value)
+        if deps.on_event:
+            deps.on_event("evaluated", {"done": deps.store.evaluation_count(kind), "total": max_evals,
+                                        "fitness": fitness.value, "cached": False, "seconds": fitness.seconds})
+        if len(batch) == s.population or deps.store.evaluation_count(kind) >= max_evals:
+            stats = {"best": best.fitness, "mean": sum(batch) / len(batch), "diversity": 0.0, "wall_s": 0.0,
+                     "evaluations": deps.store.evaluation_count(kind)}
+            deps.store.record_generation(generation, stats, [best.plan_key])
+            batch = []
+    return {"best": _best_from_store(deps).to_dict()}  # also right when a resume had nothing left to do
+
+
+def _best_from_store(deps: SearchDeps) -> Candidate:
+    kind = deps.evaluator.cache_kind
+    row = next(deps.store.db.query("select e.value, c.* from evaluations e join candidates c on c.plan_key = e.plan_key"
+                                   " where e.kind = ? order by e.value, c.id limit 1", [kind]))
+    return Candidate(rates=json.loads(row["genome"]), granularity=row["granularity"], plan_key=row["plan_key"],
+                     plan=json.loads(row["plan"]), total_params=row["total_params"], block_params=row["block_params"],
+                     origin=row["origin"], generation=row["generation"], parents=json.loads(row["parents"]),
+                     notes=json.loads(row["repair_notes"]), fitness=row["value"])

@@ -1,0 +1,134 @@
+"""The ablation runner on the tiny random Llama: arms, equal budgets, resumable cells, the
+comparison files; move-based and no-history prompt sets; random search."""
+import json
+
+import matplotlib.image
+import pytest
+
+from agents.parsing import AnswerError, parse_choices
+from agents.prompting import PromptError, PromptSet
+from agents.random_search import RandomRoles
+from agents.schemas import choices_grammar
+from graphs.ablation import AblationSetup, parse_arm, run_cell, uniform_reference
+from pruning.data import TokenWindows
+from tests.search_fixtures import fake_backend, llm_roles, run_tiny, tiny_search_deps
+from tests.test_search import PAIRS, assert_on_budget
+from tests.tiny import tiny_inputs
+from ui.ablation_report import write_ablation_report
+
+
+def tiny_setup(tmp_path, backend=None) -> AblationSetup:
+    deps = tiny_search_deps(tmp_path / "deps", RandomRoles())
+    return AblationSetup(context=deps.evaluator.context, budgets={"layer": deps.budget},
+                         fitness_windows=deps.evaluator.windows,
+                         test_windows=TokenWindows(tiny_inputs(2, 32, seed=9), "t", "test"),
+                         population=4, generations=2, offspring=4, model_name="tiny",
+                         layer_importance=deps.layer_importance,
+                         backend_factory=(lambda: backend) if backend else None)
+
+
+def test_parse_arm_names_and_errors():
+    assert parse_arm("llm-init").llm_roles == ("initializer",)
+    assert parse_arm("prompts:moves").prompts == "moves"
+    assert parse_arm("cma").optimizer == "CMA" and parse_arm("ng:DE").optimizer == "DE"
+    assert parse_arm("classic@module").granularity == "module"
+    with pytest.raises(ValueError, match="unknown arm 'genetic'"):
+        parse_arm("genetic")
+    with pytest.raises(ValueError, match="unknown Nevergrad optimizer"):
+        parse_arm("ng:NoSuchOptimizer")
+    with pytest.raises(PromptError):
+        parse_arm("prompts:no-such-set")
+
+
+def test_two_arms_two_seeds_write_the_comparison(tmp_path):
+    setup = tiny_setup(tmp_path)
+    reference = uniform_reference(setup, tmp_path)
+    cells = [run_cell(setup, parse_arm(arm), seed, tmp_path, reference) for arm in ("classic", "cma") for seed in (0, 1)]
+    for cell in cells:
+        assert 0 < cell["evaluations"] <= setup.max_evals and len(cell["curve"]) == cell["evaluations"]
+        assert cell["curve"] == sorted(cell["curve"], reverse=True)  # best-so-far never worsens
+        assert cell["best_fitness"] == cell["curve"][-1]
+        assert cell["best_params"] <= setup.budgets["layer"].target_params
+    assert all(c["evaluations"] == setup.max_evals for c in cells if c["arm"] == "cma")  # exact budget
+    rows = write_ablation_report(tmp_path, cells, ["classic", "cma"], {"model": "tiny", "max_evals": setup.max_evals},
+                                 reference)
+    assert [r["arm"] for r in rows] == ["classic", "cma"] and all(r["seeds"] == [0, 1] for r in rows)
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| classic | 2 |" in table and "| cma | 2 |" in table and "uniform wanda-sp: fitness" in table.lower()
+    data = json.loads((tmp_path / "ablation.json").read_text())
+    assert len(data["cells"]) == 4 and data["reference"]["uniform_fitness"] > 0
+    assert matplotlib.image.imread(tmp_path / "convergence.png").shape[0] > 100
+    # a finished cell is not run again
+    again = run_cell(setup, parse_arm("cma"), 0, tmp_path, reference)
+    assert again == cells[2]
+
+
+def test_blackbox_cell_resumes_from_its_database(tmp_path):
+    """A killed black-box cell (no cell.json yet) replays its asks from the fitness cache."""
+    setup = tiny_setup(tmp_path)
+    reference = uniform_reference(setup, tmp_path)
+    first = run_cell(setup, parse_arm("cma"), 3, tmp_path, reference)
+    (tmp_path / "cells" / "cma-s3" / "cell.json").unlink()  # as if killed before the end
+    second = run_cell(setup, parse_arm("cma"), 3, tmp_path, reference)
+    assert second["resumed"] and second["best_fitness"] == first["best_fitness"]
+    assert second["evaluations"] == first["evaluations"] == setup.max_evals
+
+
+def test_random_search_draws_varied_genomes_on_budget(tmp_path):
+    _, deps = run_tiny(tmp_path, RandomRoles(), generations=2)
+    candidates = deps.store.candidates()
+    assert {c["origin"] for c in candidates} == {"random"}
+    assert len({c["genome"] for c in candidates}) == len(candidates) == deps.evaluator.evaluations
+    assert_on_budget(deps, candidates)
+
+
+MOVES_INIT = json.dumps({"choices": [[0], [1, 2], [3, 4, 5], [6]]})
+MOVES_CROSS = json.dumps({"choices": [[0], [7]]})
+MOVES_MUTATE = json.dumps({"choices": [[1], [2, 3]]})
+
+
+def test_move_based_prompt_set_drives_a_search(tmp_path):
+    roles = llm_roles([MOVES_INIT, PAIRS, MOVES_CROSS, MOVES_MUTATE], prompts=PromptSet.load("moves"))
+    _, deps = run_tiny(tmp_path, roles, generations=1)
+    calls = deps.store.calls()
+    assert {c["role"]: c["outcome"] for c in calls if c["role"] != "selector"} == {
+        "initializer": "used", "crosser": "used", "mutator": "used"} or all(
+        c["outcome"] in ("used", "repaired") for c in calls)
+    init = next(c for c in calls if c["role"] == "initializer")
+    assert "Moves you can make" in init["prompt"] and json.loads(init["parsed"]) == [[0], [1, 2], [3, 4, 5], [6]]
+    origins = {c["origin"] for c in deps.store.candidates()}
+    assert {"llm:initializer", "llm:crosser", "llm:mutator"} <= origins
+    first_gen = [json.loads(c["genome"]) for c in deps.store.candidates() if c["origin"] == "llm:initializer"]
+    assert all(len(set(g)) > 1 for g in first_gen)  # each move changed the uniform start
+    assert_on_budget(deps, deps.store.candidates())
+
+
+def test_move_answer_outside_the_list_is_retried_then_falls_back(tmp_path):
+    bad = json.dumps({"choices": [[99]] * 4})
+    roles = llm_roles([bad, bad, PAIRS, MOVES_CROSS, MOVES_MUTATE], prompts=PromptSet.load("moves"))
+    _, deps = run_tiny(tmp_path, roles, generations=1)
+    outcomes = [c["outcome"] for c in deps.store.calls("initializer")]
+    assert outcomes == ["invalid", "invalid", "fallback"]
+    assert "outside 0..15" in deps.store.calls("initializer")[0]["error"]
+
+
+def test_parse_choices_and_grammar():
+    assert parse_choices('{"choices": [[1, 2, 3, 4], [0]]}', 2, 5, 3) == ([[1, 2, 3], [0]], ["item 0: only the first 3 options used"])
+    assert parse_choices("[2, 3]", 2, 5, 1)[0] == [[2], [3]]  # a flat list: one option each
+    with pytest.raises(AnswerError, match="outside 0..4"):
+        parse_choices('{"choices": [[5]]}', 1, 5, 1)
+    grammar = choices_grammar(2, 12, 2)
+    assert '"11"' in grammar and '"12"' not in grammar and grammar.count("item") == 3
+
+
+def test_no_history_set_hides_the_ranking(tmp_path):
+    answers = [json.dumps({"genomes": [[30, 20, 40, 30], [25, 35, 30, 30], [40, 30, 20, 30], [30, 30, 30, 30]]}),
+               PAIRS, json.dumps({"genomes": [[31, 29, 35, 25], [20, 40, 30, 30]]}),
+               json.dumps({"genomes": [[50, 10, 30, 30], [10, 50, 30, 30]]})]
+    _, deps = run_tiny(tmp_path, llm_roles(answers, prompts=PromptSet.load("no-history")), generations=1)
+    selector = deps.store.calls("selector")[0]["prompt"]
+    listed = [line for line in selector.splitlines() if line[:1].isdigit() and ": " in line and "|" in line]
+    indices = [int(line.split(":")[0]) for line in listed]
+    assert sorted(indices) == list(range(4)) and indices != sorted(indices)  # all shown, not in rank order
+    mutator = deps.store.calls("mutator")[0]["prompt"]
+    assert "Population" not in mutator and "|" not in mutator  # no scored history at all
