@@ -38,8 +38,9 @@ def peak_rss_gb() -> float:
 class ResultStore:
     """A JSON file of named results; finished entries are skipped on a rerun (resumable)."""
 
-    def __init__(self, name: str):
-        self.path = RESULTS / f"{name}.json"
+    def __init__(self, name: str, root: Path = RESULTS):
+        self.root = Path(root)
+        self.path = self.root / f"{name}.json"
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def has(self, key: str) -> bool:
@@ -47,7 +48,7 @@ class ResultStore:
 
     def put(self, key: str, value) -> None:
         self.data[key] = value
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2))
         tmp.replace(self.path)

@@ -179,7 +179,7 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path, reference
         "search_wall_s": search_s, "resumed": resume, "llm_calls": llm["calls"],
         "llm_tokens": llm["prompt"] + llm["completion"], "llm_latency_s": llm["latency"],
         "outcomes": store.outcome_counts(), "best_rates": best["rates"], "best_params": best["total_params"],
-        "best_plan_key": best["plan_key"], "curve": curve,
+        "best_plan_key": best["plan_key"], "best_plan": best["plan"], "curve": curve,
     }
     store.set_status("finished", best_fitness=best["fitness"], best_key=best["plan_key"])
     done.write_text(json.dumps(cell, indent=2))

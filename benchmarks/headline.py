@@ -1,0 +1,381 @@
+"""Headline benchmark: the paper's main table, on the embedded SmolLM2-135M, with every baseline.
+
+    python benchmarks/headline.py --data-dir ../shared/data            # the full table (hours on 2 CPU cores)
+    python benchmarks/headline.py --data-dir ../shared/data --rates 0.2 --seeds 0 --stages ppl
+    python benchmarks/headline.py --smoke --out /tmp/headline-smoke     # tiny random Llama, seconds (CI)
+
+For each average pruning rate and method, at the same realised parameter count (every genome is
+repaired onto the same budget): parameters (total, blocks), WikiText-2 test perplexity at 512
+and 128 tokens, zero-shot accuracy on the seven tasks, CPU prefill / decode speed-up vs dense,
+search cost. Methods: dense; uniform Wanda-sp (the paper's baseline); uniform FLAP; FLAP's global
+adaptive structure; OWL allocation with Wanda-sp; and the searches, which are ablation cells
+(graphs/ablation.py, the same folders `main.py ablate` writes: benchmarks/results/ablation-rate<r>/):
+random search, classic evolution, Nevergrad CMA-ES, the local LLM at layer and at module granularity.
+
+Resumable at every step: each (rate, method, stage) result is a key in headline.json and each
+search seed a cell folder. Stages run rate by rate in order ppl -> timing -> zeroshot, so a run cut
+short leaves a usable table. Searches: perplexity of every seed's best (mean ± std); 128-token
+perplexity, zero-shot and timing of the best seed (lowest fitness).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from benchmarks.common import RESULTS, ResultStore, machine  # noqa: E402
+from graphs.ablation import AblationSetup, parse_arm, run_cell, uniform_reference  # noqa: E402
+from pruning import allocation  # noqa: E402
+from pruning.context import PruningContext  # noqa: E402
+from pruning.genome import PruningPlan  # noqa: E402
+from pruning.importance import compute_importance, layer_importance, wanda_outlier_ratios  # noqa: E402
+from pruning.perplexity import perplexity  # noqa: E402
+from pruning.repair import repair  # noqa: E402
+
+FIXED = ("uniform wanda-sp", "uniform flap", "flap global", "owl wanda-sp")
+SEARCHES = {"random search": "random", "classic evolution": "classic", "cma-es (nevergrad)": "cma",
+            "self-pruner llm (layer)": "llm", "self-pruner llm (module)": "llm@module"}
+STAGES = ("ppl", "timing", "zeroshot")
+
+
+class Bench:
+    """The loaded model, its two pruning contexts (Wanda-sp; FLAP with bias compensation) and the windows."""
+
+    def __init__(self, args):
+        self.args = args
+        if args.smoke:
+            self._tiny()
+        else:
+            self._embedded()
+        space = self.wanda.space
+        self.flap = PruningContext(self.model, replace(space, bias_compensation=True), self.wanda.stats,
+                                   compute_importance(self.model, self.wanda.stats, "flap"))
+
+    def _embedded(self):
+        from main import build_parser
+        from pruning.data import load_windows
+        from pruning.loading import load_model
+        from pruning.prepare import PruneSettings, prepare
+
+        a = self.args
+        loaded = load_model("smollm2-135m", dtype="bfloat16", device="cpu")
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.wanda, _ = prepare(self.model, self.tokenizer, PruneSettings(metric="wanda-sp", data_dir=a.data_dir))
+        self.test512 = load_windows("wikitext2", "test", self.tokenizer, 512, a.data_dir).head(a.test_windows)
+        self.test128 = load_windows("wikitext2", "test", self.tokenizer, 128, a.data_dir).head(4 * a.test_windows)
+        fitness = load_windows("wikitext2", "validation", self.tokenizer, 512, a.data_dir)
+        self.fitness = fitness.tail(2048 // 512)  # the CLI's defaults: ablation cells stay comparable
+        self.cli_defaults = vars(build_parser().parse_args(["ablate", "--data-dir", a.data_dir or "."]))
+        self.backend_factory = None
+
+    def _tiny(self):
+        from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+        from agents.chat import ChatBackend
+        from pruning.adapter import DecoderAdapter
+        from pruning.data import TokenWindows
+        from pruning.importance import collect_activation_stats
+        from pruning.space import PruningSpace
+        from tests.tiny import tiny_inputs, tiny_llama
+
+        self.model, self.tokenizer = tiny_llama(), None
+        space = PruningSpace(DecoderAdapter(self.model).shape(), mlp_unit=16)
+        stats = collect_activation_stats(self.model, TokenWindows(tiny_inputs(4, 32, seed=3), "t", "v"))
+        self.wanda = PruningContext(self.model, space, stats, compute_importance(self.model, stats, "wanda-sp"))
+        self.test512 = TokenWindows(tiny_inputs(2, 64, seed=9), "t", "test")
+        self.test128 = TokenWindows(tiny_inputs(4, 32, seed=9), "t", "test")
+        self.fitness = TokenWindows(tiny_inputs(2, 32, seed=5), "t", "fit")
+        self.cli_defaults = None
+        # The smoke test's "LLM" answers nonsense: every role falls back to its classic operator,
+        # which still exercises the LLM arms' whole path (prompt, parse, retry, fallback, records).
+        self.backend_factory = lambda: ChatBackend(name="smoke", chat=FakeListChatModel(responses=["no idea"]))
+
+    def budget(self, rate: float, granularity: str = "layer"):
+        from pruning.budget import budget_from_args
+
+        space = self.wanda.space
+        return budget_from_args(space.shape, None, rate, space.min_total_params(granularity))
+
+    def setup(self, rate: float) -> AblationSetup:
+        a = self.args
+        generations, population, offspring = (1, 4, 4) if a.smoke else (4, 8, 8)
+        return AblationSetup(context=self.wanda, budgets={g: self.budget(rate, g) for g in ("layer", "module")},
+                             fitness_windows=self.fitness, test_windows=self.test512, population=population,
+                             generations=generations, offspring=offspring, model_name="smollm2-135m",
+                             layer_importance=layer_importance(self.wanda.scores), backend_factory=self._backend)
+
+    _started_backend = None
+
+    def _backend(self):
+        if self._started_backend is None:
+            if self.backend_factory is not None:
+                self._started_backend = self.backend_factory()
+            else:
+                from agents.chat import make_backend
+
+                self._started_backend = make_backend("local")
+        return self._started_backend
+
+    def close(self):
+        if self._started_backend is not None:
+            self._started_backend.close()
+
+
+def fixed_plan(bench: Bench, method: str, rate: float):
+    """(context, repair result) for a one-shot allocation method."""
+    budget = bench.budget(rate)
+    space = bench.wanda.space
+    if method == "uniform wanda-sp":
+        return bench.wanda, repair(allocation.uniform(space, budget), space, budget)
+    if method == "uniform flap":
+        return bench.flap, repair(allocation.uniform(space, budget), space, budget)
+    if method == "flap global":
+        return bench.flap, repair(allocation.flap(space, budget, bench.flap.scores), space, budget)
+    if method == "owl wanda-sp":
+        ratios = wanda_outlier_ratios(bench.model, bench.wanda.stats)
+        return bench.wanda, repair(allocation.owl(space, budget, ratios), space, budget)
+    raise ValueError(method)
+
+
+def search_cells(bench: Bench, rate: float, arm: str, seeds: list[int], out_root: Path) -> list[dict]:
+    out_dir = out_root / f"ablation-rate{rate}"
+    setup = bench.setup(rate)
+    if bench.cli_defaults is not None:  # the same folder `main.py ablate --rate R` would use: same settings
+        from commands.ablate import COMPARABLE, check_settings
+
+        check_settings(out_dir, {k: ({**bench.cli_defaults, "rate": rate}).get(k) for k in COMPARABLE})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reference = uniform_reference(setup, out_dir)
+    cells = []
+    for seed in seeds:
+        print(f"  search {arm} rate {rate} seed {seed} ...", flush=True)
+        cells.append(run_cell(setup, parse_arm(arm), seed, out_dir, reference))
+    return cells
+
+
+def model_for(bench: Bench, method: str, rate: float, store: ResultStore):
+    """The pruned model of a method at a rate (for searches: the best seed's plan), and its params."""
+    if method == "dense":
+        return bench.model, None
+    if method in FIXED:
+        context, result = fixed_plan(bench, method, rate)
+        return context.prune(result.plan), result
+    entry = store.data[f"{rate}|{method}|search"]
+    plan = PruningPlan.from_list(entry["best_plan"])
+    return bench.wanda.prune(plan), None
+
+
+def stage_ppl(bench, store, rate, method, seeds, out_root):
+    key = f"{rate}|{method}|ppl"
+    if store.has(key):
+        return
+    row: dict = {"method": method, "rate": rate}
+    if method in SEARCHES:
+        arm = SEARCHES[method]
+        cells = search_cells(bench, rate, arm, seeds, out_root)
+        best = min(cells, key=lambda c: c["best_fitness"])
+        ppls = [c["test_ppl"] for c in cells]
+        store.put(f"{rate}|{method}|search", {
+            "best_plan": best["best_plan"], "best_seed": best["seed"],
+            "best_rates": best["best_rates"], "granularity": best["granularity"]})
+        row |= {"seeds": [c["seed"] for c in cells], "ppl512_per_seed": ppls, "ppl512": statistics.fmean(ppls),
+                "ppl512_std": statistics.stdev(ppls) if len(ppls) > 1 else 0.0,
+                "fitness_per_seed": [c["best_fitness"] for c in cells], "evaluations": statistics.fmean(c["evaluations"] for c in cells),
+                "search_wall_s": statistics.fmean(c["search_wall_s"] for c in cells),
+                "llm_tokens": statistics.fmean(c["llm_tokens"] for c in cells), "rates": best["best_rates"],
+                "granularity": best["granularity"]}
+    model, result = model_for(bench, method, rate, store)
+    if method == "dense":
+        row |= {"total_params": sum(p.numel() for p in model.parameters())}
+    elif method in FIXED:
+        row |= {"total_params": result.total_params, "block_params": result.block_params,
+                "rates": result.genome.to_list(), "granularity": result.genome.granularity,
+                "ppl512": perplexity(model, bench.test512)}
+    else:
+        plan = PruningPlan.from_list(store.data[f"{rate}|{method}|search"]["best_plan"])
+        total, blocks = bench.wanda.space.total_params(plan), bench.wanda.space.block_params(plan)
+        row |= {"total_params": total, "block_params": blocks}
+    if method == "dense":
+        row |= {"block_params": bench.wanda.space.shape.block_params(), "ppl512": perplexity(model, bench.test512)}
+    row["budget_params"] = row["total_params"] if method == "dense" else bench.budget(rate).target_params
+    row["ppl128"] = perplexity(model, bench.test128)
+    store.put(key, row)
+    print(f"  {rate} {method}: ppl512 {row['ppl512']:.2f} ppl128 {row['ppl128']:.2f}", flush=True)
+
+
+def stage_timing(bench, store, rate, method):
+    from tools.timing import time_model
+
+    key = f"{rate}|{method}|timing"
+    if store.has(key) or not store.has(f"{rate}|{method}|ppl"):
+        return
+    model, _ = model_for(bench, method, rate, store)
+    kwargs = {"batch_sizes": (1,), "seqlens": (64,), "decode_tokens": 4, "repeats": 1} if bench.args.smoke else {}
+    store.put(key, time_model(model, **kwargs))
+
+
+def stage_zeroshot(bench, store, rate, method):
+    from tools.zeroshot import zero_shot
+
+    key = f"{rate}|{method}|zeroshot"
+    if store.has(key) or bench.args.smoke or not bench.args.data_dir or not store.has(f"{rate}|{method}|ppl"):
+        return
+    model, _ = model_for(bench, method, rate, store)
+    store.put(key, zero_shot(model, bench.tokenizer, data_dir=bench.args.data_dir, limit=bench.args.zero_shot_limit or None,
+                             batch_size=8))
+    print(f"  {rate} {method}: zero-shot average {store.data[key]['average']:.3f}", flush=True)
+
+
+def table(store: ResultStore, rates: list[float], methods: list[str]) -> list[dict]:
+    dense = store.data.get("dense|dense|ppl")
+    dense_t = store.data.get("dense|dense|timing")
+    rows = []
+    for rate in rates:
+        for method in methods:
+            ppl = store.data.get(f"{rate}|{method}|ppl")
+            if not ppl:
+                continue
+            row = dict(ppl)
+            timing = store.data.get(f"{rate}|{method}|timing")
+            if timing and dense_t:
+                largest = list(dense_t["prefill"])[-1]  # 4x512 on the real grid
+                row["prefill_setting"] = largest
+                row["prefill_speedup"] = dense_t["prefill"][largest]["median_s"] / timing["prefill"][largest]["median_s"]
+                row["decode_speedup"] = timing["decode"]["tokens_per_s"] / dense_t["decode"]["tokens_per_s"]
+            zs = store.data.get(f"{rate}|{method}|zeroshot")
+            if zs:
+                row["zero_shot"] = {t: r.get("acc_norm", r.get("acc")) for t, r in zs["tasks"].items()}
+                row["zero_shot_average"] = zs["average"]
+            rows.append(row)
+    if dense:
+        rows.insert(0, {**dense, "rate": 0.0})
+    return rows
+
+
+def markdown(rows: list[dict], dense_zs: dict | None, limit: int) -> str:
+    head = ("| rate | method | params | block params | PPL@512 | PPL@128 | zero-shot avg | prefill x | decode x |"
+            " evals | search s | LLM tokens |")
+    lines = [head, "|---" * 12 + "|"]
+    for r in rows:
+        ppl = f"{r['ppl512']:.2f}" + (f" ± {r['ppl512_std']:.2f}" if r.get("ppl512_std") else "")
+        zs = f"{r['zero_shot_average']:.3f}" if r.get("zero_shot_average") is not None else "-"
+        pre = f"{r['prefill_speedup']:.2f}" if r.get("prefill_speedup") else "-"
+        dec = f"{r['decode_speedup']:.2f}" if r.get("decode_speedup") else "-"
+        evals = f"{r['evaluations']:.0f}" if r.get("evaluations") else "-"
+        wall = f"{r['search_wall_s']:.0f}" if r.get("search_wall_s") else "-"
+        tok = f"{r['llm_tokens']:,.0f}" if r.get("llm_tokens") else "-"
+        lines.append(f"| {r['rate']} | {r['method']} | {r['total_params'] / 1e6:.1f}M | {r['block_params'] / 1e6:.1f}M | "
+                     f"{ppl} | {r['ppl128']:.2f} | {zs} | {pre} | {dec} | {evals} | {wall} | {tok} |")
+    out = "\n".join(lines)
+    task_rows = [r for r in rows if r.get("zero_shot")]
+    if task_rows:
+        tasks = list(task_rows[0]["zero_shot"])
+        out += f"\n\nZero-shot (lm-eval, acc_norm where reported else acc, {limit or 'all'} documents per task):\n\n"
+        out += "| rate | method | " + " | ".join(tasks) + " | average |\n" + "|---" * (len(tasks) + 3) + "|\n"
+        for r in task_rows:
+            out += (f"| {r['rate']} | {r['method']} | " + " | ".join(f"{r['zero_shot'][t]:.3f}" for t in tasks)
+                    + f" | {r['zero_shot_average']:.3f} |\n")
+    return out
+
+
+def plots(rows: list[dict], out_root: Path, rates: list[float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "dense"]
+    for method in methods:
+        pts = sorted((r["rate"], r["ppl512"]) for r in rows if r["method"] == method)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    dense = next((r for r in rows if r["method"] == "dense"), None)
+    if dense:
+        ax.axhline(dense["ppl512"], color="black", linestyle="--", linewidth=1, label="dense")
+    ax.set_yscale("log")
+    ax.set_xlabel("average pruning rate")
+    ax.set_ylabel("WikiText-2 test PPL (512)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_root / "headline_ppl_vs_rate.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(len(rates), 1, figsize=(8, 2.4 * len(rates)), squeeze=False)
+    for ax, rate in zip(axes[:, 0], rates):
+        for r in rows:
+            if r["rate"] == rate and r.get("rates") and r["method"] != "uniform wanda-sp":
+                rates_ = r["rates"]
+                if r.get("granularity") == "module":  # show the per-layer average of attention and MLP
+                    n = len(rates_) // 2
+                    rates_ = [(a + m) / 2 for a, m in zip(rates_[:n], rates_[n:])]
+                ax.plot(range(len(rates_)), rates_, marker=".", linewidth=1, label=r["method"])
+        ax.axhline(rate, color="black", linestyle="--", linewidth=1)
+        ax.set_title(f"rate {rate}: per-layer pruning rate of each method (dashed = uniform)", fontsize=8)
+        ax.set_ylabel("rate")
+    axes[-1, 0].set_xlabel("decoder layer")
+    axes[0, 0].legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    fig.savefig(out_root / "headline_rate_profiles.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--rates", default="0.2,0.35,0.1,0.5", help="run in this order (a run cut short keeps the first)")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds per search method")
+    parser.add_argument("--methods", default=None, help="comma list (default: all)")
+    parser.add_argument("--stages", default=",".join(STAGES), help="ppl (incl. the searches), timing, zeroshot")
+    parser.add_argument("--zero-shot-limit", type=int, default=100, help="documents per task (0 = all)")
+    parser.add_argument("--test-windows", type=int, default=32, help="WikiText-2 test windows of 512 tokens (x4 at 128)")
+    parser.add_argument("--smoke", action="store_true", help="tiny random Llama, one seed, seconds: checks the table's shape")
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args()
+    out_root = Path(args.out) if args.out else RESULTS
+    rates = [float(r) for r in args.rates.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.smoke else None]
+    methods = args.methods.split(",") if args.methods else list(FIXED) + list(SEARCHES)
+    stages = args.stages.split(",")
+    torch.set_num_threads(2)
+    store = ResultStore("headline", out_root)
+    store.put("machine", machine())
+    bench = Bench(args)
+    started = time.perf_counter()
+    try:
+        if "ppl" in stages:
+            stage_ppl(bench, store, "dense", "dense", seeds, out_root)
+        if "timing" in stages:
+            stage_timing(bench, store, "dense", "dense")
+        for rate in rates:
+            for stage in stages:
+                for method in methods:
+                    print(f"[rate {rate}] {stage}: {method}", flush=True)
+                    if stage == "ppl":
+                        stage_ppl(bench, store, rate, method, seeds, out_root)
+                    elif stage == "timing":
+                        stage_timing(bench, store, rate, method)
+                    elif stage == "zeroshot":
+                        stage_zeroshot(bench, store, rate, method)
+        if "zeroshot" in stages:
+            stage_zeroshot(bench, store, "dense", "dense")
+    finally:
+        bench.close()
+    rows = table(store, rates, methods)
+    store.put("table", rows)
+    (out_root / "headline.md").write_text(markdown(rows, store.data.get("dense|dense|zeroshot"), args.zero_shot_limit))
+    plots(rows, out_root, rates)
+    print(markdown(rows, None, args.zero_shot_limit))
+    print(f"done in {time.perf_counter() - started:.0f} s; {out_root / 'headline.md'}, headline.json, PNGs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
