@@ -145,3 +145,27 @@ def test_runs_and_replay_commands(tmp_path):
     assert shown.returncode == 0 and "generation 1: population" in shown.stdout
     missing = run_cli("replay", "no-such-run")
     assert missing.returncode == 2 and "no run found" in missing.stderr
+
+
+@pytest.mark.integration
+def test_ablate_command_on_the_embedded_model(tmp_path, shared_data_dir):
+    """Two arms x one seed through the CLI: the comparison files, then a resume that keeps the
+    finished cells, then a rerun with other settings refused."""
+    out = tmp_path / "ablation"
+    args = ["ablate", "--arms", "classic,cma", "--seeds", "0", "--rate", "0.2", "--population", "2", "--generations", "1",
+            "--offspring", "2", "--fitness-tokens", "256", "--fitness-seqlen", "128", "--final-eval-windows", "1",
+            "--eval-seqlen", "128", "--calib-samples", "4", "--calib-seqlen", "128", "--out", str(out)]
+    if shared_data_dir:
+        args += ["--data-dir", shared_data_dir]
+    env = {"SELF_PRUNER_CACHE": str(tmp_path / "cache")}
+    result = run_cli(*args, env_extra=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((out / "ablation.json").read_text())
+    assert [a["arm"] for a in data["arms"]] == ["classic", "cma"]
+    assert all(c["evaluations"] == 4 for c in data["cells"])  # 2 + 1 x 2: the equal budget
+    assert (out / "convergence.png").stat().st_size > 0 and "| cma | 1 |" in (out / "ablation.md").read_text()
+    stamp = (out / "cells" / "cma-s0" / "cell.json").stat().st_mtime
+    again = run_cli(*args, env_extra=env)
+    assert again.returncode == 0 and (out / "cells" / "cma-s0" / "cell.json").stat().st_mtime == stamp
+    changed = run_cli(*[a if a != "0.2" else "0.3" for a in args], env_extra=env)
+    assert changed.returncode == 2 and "rate 0.2 -> 0.3" in changed.stderr
