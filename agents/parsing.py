@@ -58,15 +58,19 @@ def parse_genomes(text: str, count: int, length: int) -> tuple[list[list[float]]
             notes.append(f"item {k} read as fractions")
         else:
             genomes.append([float(v) / 100.0 for v in item])
-    notes += problems
-    if not genomes:
-        raise AnswerError("; ".join(problems[:3]) or "no configurations in the answer")
-    if len(genomes) > count:
-        notes.append(f"{len(genomes) - count} extra configuration(s) ignored")
-        genomes = genomes[:count]
-    elif len(genomes) < count:
-        notes.append(f"{count - len(genomes)} configuration(s) missing")
-    return genomes, notes
+    return _fit_count(genomes, count, notes + problems, problems, "configuration")
+
+
+def _fit_count(items: list, count: int, notes: list[str], problems: list[str], noun: str) -> tuple[list, list[str]]:
+    """No usable item raises (with the first problems); extra items are cut, missing ones noted."""
+    if not items:
+        raise AnswerError("; ".join(problems[:3]) or f"no {noun}s in the answer")
+    if len(items) > count:
+        notes.append(f"{len(items) - count} extra {noun}(s) ignored")
+        items = items[:count]
+    elif len(items) < count:
+        notes.append(f"{count - len(items)} {noun}(s) missing")
+    return items, notes
 
 
 def parse_pairs(text: str, count: int, population: int) -> tuple[list[tuple[int, int]], list[str]]:
@@ -116,12 +120,4 @@ def parse_choices(text: str, count: int, options: int, per_item: int) -> tuple[l
             if len(item) > per_item:
                 problems.append(f"item {k}: only the first {per_item} options used")
             chosen.append(list(item[:per_item]))
-    if not chosen:
-        raise AnswerError("; ".join(problems[:3]) or "no choices in the answer")
-    notes = problems
-    if len(chosen) > count:
-        notes.append(f"{len(chosen) - count} extra item(s) ignored")
-        chosen = chosen[:count]
-    elif len(chosen) < count:
-        notes.append(f"{count - len(chosen)} item(s) missing")
-    return chosen, notes
+    return _fit_count(chosen, count, problems, problems, "item")
