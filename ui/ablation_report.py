@@ -110,7 +110,8 @@ def rich_table(rows: list[dict], title: str) -> Table:
 def markdown(rows: list[dict], settings: dict, reference: dict) -> str:
     lines = [
         "# Ablation", "",
-        f"Model {settings.get('model')}, {settings.get('budget')}, {settings.get('max_evals')} fitness evaluations per run "
+        f"Model {settings.get('model')}, {settings.get('budget_description') or settings.get('budget')}, "
+        f"{settings.get('max_evals')} fitness evaluations per run "
         f"(population {settings.get('population')} + {settings.get('generations')} x {settings.get('offspring')}), "
         f"fitness {settings.get('fitness')} on {settings.get('fitness_tokens')} WikiText-2 validation tokens; "
         f"test PPL on {settings.get('test_windows')} WikiText-2 test windows of {settings.get('eval_seqlen')} tokens.",
