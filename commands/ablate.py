@@ -90,7 +90,8 @@ def run_ablate(args) -> int:
         fitness_kind=args.fitness, fitness_mode=args.fitness_mode, batch_size=settings.batch_size, retries=args.retries,
         model_name=args.model, layer_importance=layer_importance(context.scores), backend_factory=backend_factory)
     settings_record |= {"budget_description": budgets["layer"].description, "max_evals": setup.max_evals,
-                        "test_windows": len(test), "arms": [a.name for a in arms], "seeds": seeds}
+                        "test_windows": len(test)}
+    (out_dir / "settings.json").write_text(json.dumps(settings_record, indent=2))  # for --report-only
     try:
         with err_console.status("uniform Wanda-sp reference ..."):
             reference = uniform_reference(setup, out_dir)
