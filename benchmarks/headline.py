@@ -184,7 +184,7 @@ def stage_ppl(bench, store, rate, method, seeds, out_root):
         best = min(cells, key=lambda c: c["best_fitness"])
         ppls = [c["test_ppl"] for c in cells]
         store.put(f"{rate}|{method}|search", {
-            "best_plan": best["best_plan"], "best_seed": best["seed"],
+            "best_plan": best.get("best_plan") or _plan_from_db(out_root, rate, best), "best_seed": best["seed"],
             "best_rates": best["best_rates"], "granularity": best["granularity"]})
         row |= {"seeds": [c["seed"] for c in cells], "ppl512_per_seed": ppls, "ppl512": statistics.fmean(ppls),
                 "ppl512_std": statistics.stdev(ppls) if len(ppls) > 1 else 0.0,
@@ -209,6 +209,18 @@ def stage_ppl(bench, store, rate, method, seeds, out_root):
     row["ppl128"] = perplexity(model, bench.test128)
     store.put(key, row)
     print(f"  {rate} {method}: ppl512 {row['ppl512']:.2f} ppl128 {row['ppl128']:.2f}", flush=True)
+
+
+def _plan_from_db(out_root: Path, rate: float, cell: dict) -> list:
+    """Cells written before cell.json carried the plan: read it from the cell's run database."""
+    import json
+
+    from store.run_store import RunStore
+
+    slug = parse_arm(cell["arm"]).slug
+    store = RunStore(out_root / f"ablation-rate{rate}" / "cells" / f"{slug}-s{cell['seed']}" / "run.db")
+    row = next(c for c in store.candidates() if c["plan_key"] == cell["best_plan_key"])
+    return json.loads(row["plan"])
 
 
 def stage_timing(bench, store, rate, method):
@@ -238,7 +250,7 @@ def table(store: ResultStore, rates: list[float], methods: list[str]) -> list[di
     dense = store.data.get("dense|dense|ppl")
     dense_t = store.data.get("dense|dense|timing")
     rows = []
-    for rate in rates:
+    for rate in sorted(rates):
         for method in methods:
             ppl = store.data.get(f"{rate}|{method}|ppl")
             if not ppl:
@@ -320,8 +332,9 @@ def plots(rows: list[dict], out_root: Path, rates: list[float]) -> None:
         ax.axhline(rate, color="black", linestyle="--", linewidth=1)
         ax.set_title(f"rate {rate}: per-layer pruning rate of each method (dashed = uniform)", fontsize=8)
         ax.set_ylabel("rate")
+        if ax.lines[:-1]:
+            ax.legend(fontsize=6, ncol=3)
     axes[-1, 0].set_xlabel("decoder layer")
-    axes[0, 0].legend(fontsize=6, ncol=3)
     fig.tight_layout()
     fig.savefig(out_root / "headline_rate_profiles.png", dpi=110)
     plt.close(fig)
