@@ -34,11 +34,11 @@ from agents.schemas import (
     pairs_grammar,
     pairs_schema,
 )
+from agents.types import CallRecord, RoleContext, RoleResult
 
 # Move-based answers: how many options each genome may combine, and how many moves are listed.
 MOVES_PER_ITEM = {"initializer": 4, "crosser": 1, "mutator": 3}
 MOVES_LISTED = 16
-from agents.types import CallRecord, RoleContext, RoleResult
 
 
 class LLMRoles:
@@ -67,8 +67,12 @@ class LLMRoles:
         fields = {**common_fields(ctx), **history_fields(ctx)}
         shown = min(len(ctx.population), 20)
         prompt = self.prompts.render("selector", fields)
-        parsed, calls = self._ask("selector", ctx, prompt, pairs_schema(ctx.count), pairs_grammar(ctx.count, shown),
-                                  lambda text: (*parse_pairs(text, ctx.count, shown), None))
+
+        def decode(text: str):
+            pairs, notes = parse_pairs(text, ctx.count, shown)
+            return pairs, notes, pairs
+
+        parsed, calls = self._ask("selector", ctx, prompt, pairs_schema(ctx.count), pairs_grammar(ctx.count, shown), decode)
         if parsed is None:
             result = classic.select(ctx)
             result.calls = calls + [self._fallback("selector", ctx)]
@@ -193,6 +197,7 @@ class LLMRoles:
                           generation=ctx.generation, notes=["all LLM attempts failed; classic operator used"])
 
     def _ask(self, role: str, ctx: RoleContext, prompt: str, schema: dict, grammar: str, parse):
+        """`parse(text)` returns (value, notes, what the model said) or raises AnswerError."""
         calls: list[CallRecord] = []
         current = prompt
         for attempt in range(1, self.retries + 2):
@@ -214,7 +219,6 @@ class LLMRoles:
                 current = (f"{prompt}\n\nYour previous answer was rejected: {err}. "
                            "Answer again, following the format exactly.")
                 continue
-            # what the model said: genomes, pairs, or the chosen options of a move-based answer
-            record.parsed = parsed[0] if parsed[-1] is None else parsed[-1]
+            record.parsed = parsed[2]  # what the model said: genomes, pairs, or a move-based answer's options
             return parsed, calls
         return None, calls

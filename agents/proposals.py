@@ -4,7 +4,7 @@ batch itself (a duplicate is nudged by a level-switch mutation until it is new).
 from __future__ import annotations
 
 from pruning.genome import Genome
-from pruning.repair import repair
+from pruning.repair import RepairResult, repair
 
 from agents import classic
 from agents.types import Candidate, RoleContext
@@ -28,12 +28,19 @@ def to_candidates(ctx: RoleContext, genomes: list[Genome], origins: list[str], p
         if result.plan.key() in seen:
             continue  # the space around it is exhausted; drop rather than evaluate twice
         seen.add(result.plan.key())
-        out.append(Candidate(
-            rates=list(result.genome.to_list()), granularity=genome.granularity, plan_key=result.plan.key(),
-            plan=result.plan.to_list(), total_params=result.total_params, block_params=result.block_params,
-            origin=origin, generation=ctx.generation, parents=parent_keys, notes=notes,
-        ))
+        out.append(candidate_from(result, origin, ctx.generation, parent_keys, notes))
     return out
+
+
+def candidate_from(result: RepairResult, origin: str, generation: int, parents: list[str] | None = None,
+                   notes: list[str] | None = None) -> Candidate:
+    """A population member from a repaired genome (not yet evaluated)."""
+    return Candidate(
+        rates=list(result.genome.to_list()), granularity=result.genome.granularity, plan_key=result.plan.key(),
+        plan=result.plan.to_list(), total_params=result.total_params, block_params=result.block_params,
+        origin=origin, generation=generation, parents=list(parents or []),
+        notes=list(result.notes if notes is None else notes),
+    )
 
 
 def material_repair(notes: list[str]) -> bool:

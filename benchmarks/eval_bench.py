@@ -24,7 +24,7 @@ from pruning.loading import load_model  # noqa: E402
 from pruning.prepare import PruneSettings, make_budget, prepare  # noqa: E402
 from pruning.repair import repair  # noqa: E402
 from tools.timing import speedups, time_model  # noqa: E402
-from tools.zeroshot import TASKS, zero_shot  # noqa: E402
+from tools.zeroshot import TASKS, paper_average, zero_shot  # noqa: E402
 
 
 def main() -> None:
@@ -70,8 +70,7 @@ def main() -> None:
             continue  # the summary waits for all seven
         parts = [store.data[f"{key} task {task}"] for task in TASKS]
         tasks = {task: part["tasks"][task] for task, part in zip(TASKS, parts)}
-        headline = [r.get("acc_norm", r.get("acc")) for r in tasks.values()]
-        store.put(key, {"tasks": tasks, "average": sum(headline) / len(headline), "limit": limit,
+        store.put(key, {"tasks": tasks, "average": paper_average(tasks), "limit": limit,
                         "seconds": sum(part["seconds"] for part in parts)})
         print(key, store.data[key], flush=True)
 

@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,12 +33,14 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.common import RESULTS, ResultStore, machine  # noqa: E402
+from commands.prune import choose_genome  # noqa: E402
 from graphs.ablation import AblationSetup, parse_arm, run_cell, uniform_reference  # noqa: E402
-from pruning import allocation  # noqa: E402
 from pruning.context import PruningContext  # noqa: E402
 from pruning.genome import PruningPlan  # noqa: E402
-from pruning.importance import compute_importance, layer_importance, wanda_outlier_ratios  # noqa: E402
+from pruning.importance import compute_importance, layer_importance  # noqa: E402
 from pruning.perplexity import perplexity  # noqa: E402
+from pruning.prepare import make_budget  # noqa: E402
+from tools.zeroshot import task_score  # noqa: E402
 from pruning.repair import repair  # noqa: E402
 
 FIXED = ("uniform wanda-sp", "uniform flap", "flap global", "owl wanda-sp")
@@ -51,6 +54,7 @@ class Bench:
 
     def __init__(self, args):
         self.args = args
+        self._started_backend = None  # one llama.cpp server for every rate's LLM cells
         if args.smoke:
             self._tiny()
         else:
@@ -60,6 +64,7 @@ class Bench:
                                    compute_importance(self.model, self.wanda.stats, "flap"))
 
     def _embedded(self):
+        from agents.chat import make_backend
         from main import build_parser
         from pruning.data import load_windows
         from pruning.loading import load_model
@@ -74,7 +79,7 @@ class Bench:
         fitness = load_windows("wikitext2", "validation", self.tokenizer, 512, a.data_dir)
         self.fitness = fitness.tail(2048 // 512)  # the CLI's defaults: ablation cells stay comparable
         self.cli_defaults = vars(build_parser().parse_args(["ablate", "--data-dir", a.data_dir or "."]))
-        self.backend_factory = None
+        self.backend_factory = lambda: make_backend("local")  # the CLI's agent defaults
 
     def _tiny(self):
         from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -99,10 +104,7 @@ class Bench:
         self.backend_factory = lambda: ChatBackend(name="smoke", chat=FakeListChatModel(responses=["no idea"]))
 
     def budget(self, rate: float, granularity: str = "layer"):
-        from pruning.budget import budget_from_args
-
-        space = self.wanda.space
-        return budget_from_args(space.shape, None, rate, space.min_total_params(granularity))
+        return make_budget(self.wanda.space, None, rate, granularity)
 
     def setup(self, rate: float) -> AblationSetup:
         a = self.args
@@ -112,16 +114,9 @@ class Bench:
                              generations=generations, offspring=offspring, model_name="smollm2-135m",
                              layer_importance=layer_importance(self.wanda.scores), backend_factory=self._backend)
 
-    _started_backend = None
-
     def _backend(self):
         if self._started_backend is None:
-            if self.backend_factory is not None:
-                self._started_backend = self.backend_factory()
-            else:
-                from agents.chat import make_backend
-
-                self._started_backend = make_backend("local")
+            self._started_backend = self.backend_factory()
         return self._started_backend
 
     def close(self):
@@ -129,20 +124,19 @@ class Bench:
             self._started_backend.close()
 
 
+# method -> (pruning context, allocation as `main.py prune --allocation` names it)
+FIXED_ALLOCATIONS = {"uniform wanda-sp": ("wanda", "uniform"), "uniform flap": ("flap", "uniform"),
+                     "flap global": ("flap", "flap"), "owl wanda-sp": ("wanda", "owl")}
+
+
 def fixed_plan(bench: Bench, method: str, rate: float):
-    """(context, repair result) for a one-shot allocation method."""
+    """(context, repair result) for a one-shot allocation method, exactly as `main.py prune` makes it
+    (repair prices units in the context's own space: FLAP's compensation biases count)."""
+    which, name = FIXED_ALLOCATIONS[method]
+    context = bench.wanda if which == "wanda" else bench.flap
     budget = bench.budget(rate)
-    space = bench.wanda.space
-    if method == "uniform wanda-sp":
-        return bench.wanda, repair(allocation.uniform(space, budget), space, budget)
-    if method == "uniform flap":
-        return bench.flap, repair(allocation.uniform(space, budget), space, budget)
-    if method == "flap global":
-        return bench.flap, repair(allocation.flap(space, budget, bench.flap.scores), space, budget)
-    if method == "owl wanda-sp":
-        ratios = wanda_outlier_ratios(bench.model, bench.wanda.stats)
-        return bench.wanda, repair(allocation.owl(space, budget, ratios), space, budget)
-    raise ValueError(method)
+    options = SimpleNamespace(allocation=name, owl_threshold=5.0, owl_lambda=0.08)  # the CLI's defaults
+    return context, repair(choose_genome(options, context, budget, "layer"), context.space, budget)
 
 
 def search_cells(bench: Bench, rate: float, arm: str, seeds: list[int], out_root: Path) -> list[dict]:
@@ -153,11 +147,11 @@ def search_cells(bench: Bench, rate: float, arm: str, seeds: list[int], out_root
 
         check_settings(out_dir, {k: ({**bench.cli_defaults, "rate": rate}).get(k) for k in COMPARABLE})
     out_dir.mkdir(parents=True, exist_ok=True)
-    reference = uniform_reference(setup, out_dir)
+    uniform_reference(setup, out_dir)  # the ablation report's reference line
     cells = []
     for seed in seeds:
         print(f"  search {arm} rate {rate} seed {seed} ...", flush=True)
-        cells.append(run_cell(setup, parse_arm(arm), seed, out_dir, reference))
+        cells.append(run_cell(setup, parse_arm(arm), seed, out_dir))
     return cells
 
 
@@ -184,7 +178,7 @@ def stage_ppl(bench, store, rate, method, seeds, out_root):
         best = min(cells, key=lambda c: c["best_fitness"])
         ppls = [c["test_ppl"] for c in cells]
         store.put(f"{rate}|{method}|search", {
-            "best_plan": best.get("best_plan") or _plan_from_db(out_root, rate, best), "best_seed": best["seed"],
+            "best_plan": best["best_plan"], "best_seed": best["seed"],
             "best_rates": best["best_rates"], "granularity": best["granularity"]})
         row |= {"seeds": [c["seed"] for c in cells], "ppl512_per_seed": ppls, "ppl512": statistics.fmean(ppls),
                 "ppl512_std": statistics.stdev(ppls) if len(ppls) > 1 else 0.0,
@@ -194,33 +188,20 @@ def stage_ppl(bench, store, rate, method, seeds, out_root):
                 "granularity": best["granularity"]}
     model, result = model_for(bench, method, rate, store)
     if method == "dense":
-        row |= {"total_params": sum(p.numel() for p in model.parameters())}
+        shape = bench.wanda.space.shape
+        row |= {"total_params": shape.total_params(), "block_params": shape.block_params(),
+                "budget_params": shape.total_params(), "ppl512": perplexity(model, bench.test512)}
     elif method in FIXED:
         row |= {"total_params": result.total_params, "block_params": result.block_params,
-                "rates": result.genome.to_list(), "granularity": result.genome.granularity,
-                "ppl512": perplexity(model, bench.test512)}
-    else:
+                "budget_params": bench.budget(rate).target_params, "rates": result.genome.to_list(),
+                "granularity": result.genome.granularity, "ppl512": perplexity(model, bench.test512)}
+    else:  # the searches' PPL@512 comes from their cells (every seed)
         plan = PruningPlan.from_list(store.data[f"{rate}|{method}|search"]["best_plan"])
-        total, blocks = bench.wanda.space.total_params(plan), bench.wanda.space.block_params(plan)
-        row |= {"total_params": total, "block_params": blocks}
-    if method == "dense":
-        row |= {"block_params": bench.wanda.space.shape.block_params(), "ppl512": perplexity(model, bench.test512)}
-    row["budget_params"] = row["total_params"] if method == "dense" else bench.budget(rate).target_params
+        row |= {"total_params": bench.wanda.space.total_params(plan), "block_params": bench.wanda.space.block_params(plan),
+                "budget_params": bench.budget(rate).target_params}
     row["ppl128"] = perplexity(model, bench.test128)
     store.put(key, row)
     print(f"  {rate} {method}: ppl512 {row['ppl512']:.2f} ppl128 {row['ppl128']:.2f}", flush=True)
-
-
-def _plan_from_db(out_root: Path, rate: float, cell: dict) -> list:
-    """Cells written before cell.json carried the plan: read it from the cell's run database."""
-    import json
-
-    from store.run_store import RunStore
-
-    slug = parse_arm(cell["arm"]).slug
-    store = RunStore(out_root / f"ablation-rate{rate}" / "cells" / f"{slug}-s{cell['seed']}" / "run.db")
-    row = next(c for c in store.candidates() if c["plan_key"] == cell["best_plan_key"])
-    return json.loads(row["plan"])
 
 
 def stage_timing(bench, store, rate, method):
@@ -264,7 +245,7 @@ def table(store: ResultStore, rates: list[float], methods: list[str]) -> list[di
                 row["decode_speedup"] = timing["decode"]["tokens_per_s"] / dense_t["decode"]["tokens_per_s"]
             zs = store.data.get(f"{rate}|{method}|zeroshot")
             if zs:
-                row["zero_shot"] = {t: r.get("acc_norm", r.get("acc")) for t, r in zs["tasks"].items()}
+                row["zero_shot"] = {t: task_score(r) for t, r in zs["tasks"].items()}
                 row["zero_shot_average"] = zs["average"]
             rows.append(row)
     if dense:

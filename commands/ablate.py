@@ -94,11 +94,11 @@ def run_ablate(args) -> int:
     (out_dir / "settings.json").write_text(json.dumps(settings_record, indent=2))  # for --report-only
     try:
         with err_console.status("uniform Wanda-sp reference ..."):
-            reference = uniform_reference(setup, out_dir)
+            uniform_reference(setup, out_dir)  # reference.json: the line the comparison measures against
         cells = [(arm, seed) for arm in arms for seed in seeds]
         for k, (arm, seed) in enumerate(cells, 1):
             with progress_bar(f"[{k}/{len(cells)}] {arm.name} seed {seed}") as progress:
-                cell = _run_with_count(setup, arm, seed, out_dir, reference, progress)
+                cell = _run_with_count(setup, arm, seed, out_dir, progress)
             err_console.print(f"  {arm.name} seed {seed}: best fitness {cell['best_fitness']:.3f}, test PPL "
                               f"{cell['test_ppl']:.2f}, {cell['evaluations']} evaluations, {cell['search_wall_s']:.0f} s")
     finally:
@@ -106,7 +106,7 @@ def run_ablate(args) -> int:
     return _report(out_dir, [a.name for a in arms], settings_record)
 
 
-def _run_with_count(setup, arm, seed, out_dir, reference, progress):
+def _run_with_count(setup, arm, seed, out_dir, progress):
     """The graph reports evaluations per generation; count them across the whole cell for the bar."""
     seen = {"n": 0}
 
@@ -115,7 +115,7 @@ def _run_with_count(setup, arm, seed, out_dir, reference, progress):
             seen["n"] += 1
             progress(min(seen["n"], setup.max_evals), setup.max_evals)
 
-    return run_cell(setup, arm, seed, out_dir, reference, on_event=counting)
+    return run_cell(setup, arm, seed, out_dir, on_event=counting)
 
 
 def _report(out_dir: Path, arm_order: list[str], settings: dict | None) -> int:

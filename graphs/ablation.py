@@ -21,19 +21,17 @@ from agents.types import ROLES
 from graphs.blackbox import optimizer_class, run_blackbox
 from graphs.nodes import SearchDeps, SearchSettings
 from graphs.runner import run_search
-from pruning import allocation
 from pruning.genome import PruningPlan
 from pruning.perplexity import perplexity
-from pruning.repair import repair
 from pruning.versions import versions
 from store.run_store import RunStore
+from tools.finalize import uniform_wanda_sp
 from tools.fitness import FitnessEvaluator
 
 DEFAULT_ARMS = ("llm", "classic", "random", "llm-init", "prompts:no-importance", "prompts:no-history",
                 "prompts:diverse", "prompts:moves", "cma")
 ARMS_HELP = ("llm (all roles), classic, random, llm-init (LLM initializer, classic rest), prompts:<set> "
              "(LLM with a prompt set), cma / ngopt / ng:<Nevergrad optimizer>; suffix @module for module granularity")
-BEAT_UNIFORM_BY = 0.2  # "evaluations needed to beat uniform Wanda-sp by 20%"
 
 
 @dataclass(frozen=True)
@@ -115,12 +113,11 @@ def uniform_reference(setup: AblationSetup, out_dir: Path) -> dict:
     path = out_dir / "reference.json"
     if path.exists():
         return json.loads(path.read_text())
-    space, budget = setup.context.space, setup.budgets["layer"]
-    plan = repair(allocation.uniform(space, budget, "layer"), space, budget).plan
-    evaluator = FitnessEvaluator(setup.context, setup.fitness_windows, kind=setup.fitness_kind, mode=setup.fitness_mode,
+    context, uniform = uniform_wanda_sp(setup.context, setup.budgets["layer"])
+    evaluator = FitnessEvaluator(context, setup.fitness_windows, kind=setup.fitness_kind, mode=setup.fitness_mode,
                                  batch_size=setup.batch_size)
-    reference = {"uniform_fitness": evaluator.evaluate(plan).value,
-                 "uniform_test_ppl": perplexity(setup.context.prune(plan), setup.test_windows, batch_size=setup.batch_size)}
+    reference = {"uniform_fitness": evaluator.evaluate(uniform.plan).value,
+                 "uniform_test_ppl": perplexity(context.prune(uniform.plan), setup.test_windows, batch_size=setup.batch_size)}
     path.write_text(json.dumps(reference, indent=2))
     return reference
 
@@ -134,11 +131,7 @@ def best_so_far(store: RunStore, kind: str) -> list[float]:
     return curve
 
 
-def evaluations_to_reach(curve: list[float], target: float) -> int | None:
-    return next((k + 1 for k, value in enumerate(curve) if value <= target), None)
-
-
-def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path, reference: dict,
+def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
              on_event: Callable[[str, dict], None] | None = None) -> dict:
     """Runs (or resumes, or just returns) one arm x seed cell; writes cells/<arm>-s<seed>/cell.json."""
     cell_dir = out_dir / "cells" / f"{arm.slug}-s{seed}"
@@ -171,11 +164,10 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path, reference
     plan = PruningPlan.from_list(best["plan"])
     test_ppl = perplexity(setup.context.prune(plan), setup.test_windows, batch_size=setup.batch_size)
     curve = best_so_far(store, evaluator.cache_kind)
-    target = (1 - BEAT_UNIFORM_BY) * reference["uniform_fitness"]
     llm = store.token_totals()
     cell = {
         "arm": arm.name, "seed": seed, "granularity": arm.granularity, "best_fitness": best["fitness"],
-        "test_ppl": test_ppl, "evaluations": len(curve), "evals_to_beat_uniform": evaluations_to_reach(curve, target),
+        "test_ppl": test_ppl, "evaluations": len(curve),
         "search_wall_s": search_s, "resumed": resume, "llm_calls": llm["calls"],
         "llm_tokens": llm["prompt"] + llm["completion"], "llm_latency_s": llm["latency"],
         "outcomes": store.outcome_counts(), "best_rates": best["rates"], "best_params": best["total_params"],

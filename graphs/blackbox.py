@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from agents.proposals import candidate_from
 from agents.types import Candidate
 from graphs.nodes import SearchDeps
 from pruning.genome import Genome
@@ -44,37 +45,40 @@ def run_blackbox(deps: SearchDeps, optimizer: str, max_evals: int) -> dict:
     opt = cls(parametrization=parametrization, budget=max_evals)
     # NGOpt's sub-optimizers warn about tolerances and early convergence (then sample at random):
     # expected at a 40-evaluation budget, and not something a user can act on.
-    warnings.filterwarnings("ignore", module=r"nevergrad\..*|scipy\._lib\.pyprima\..*")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"nevergrad\..*|scipy\._lib\.pyprima\..*")
+        _ask_tell(deps, opt, name, max_evals)
+    return {"best": _best_from_store(deps).to_dict()}  # also right when a resume had nothing left to do
+
+
+def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
+    s, space, budget = deps.settings, deps.space, deps.budget
     kind = deps.evaluator.cache_kind
-    best: Candidate | None = None
+    evaluated = deps.store.evaluation_count(kind)  # > 0 when resuming: those asks replay from the cache
     batch: list[float] = []
     asks = 0
-    while deps.store.evaluation_count(kind) < max_evals and asks < 10 * max_evals:
+    while evaluated < max_evals and asks < 10 * max_evals:
         asks += 1
         point = opt.ask()
         result = repair(Genome(s.granularity, tuple(float(v) for v in point.value)), space, budget)
-        generation = deps.store.evaluation_count(kind) // max(1, s.population)
-        cand = Candidate(rates=list(result.genome.to_list()), granularity=s.granularity, plan_key=result.plan.key(),
-                         plan=result.plan.to_list(), total_params=result.total_params, block_params=result.block_params,
-                         origin=f"nevergrad:{name}", generation=generation, notes=list(result.notes))
+        generation = evaluated // max(1, s.population)
+        if deps.evaluator.cached(result.plan) is None:  # recorded before its evaluation: a kill loses nothing
+            deps.store.record_candidate(candidate_from(result, f"nevergrad:{name}", generation).to_dict())
         fitness = deps.evaluator.evaluate(result.plan)
-        cand.fitness = fitness.value
         opt.tell(point, fitness.value)
-        if best is None or cand.fitness < best.fitness:
-            best = cand
         if fitness.cached:
             continue  # a repeat (or, on resume, a replayed ask): no evaluation spent
-        deps.store.record_candidate(cand.to_dict())
+        evaluated += 1
         batch.append(fitness.value)
         if deps.on_event:
-            deps.on_event("evaluated", {"done": deps.store.evaluation_count(kind), "total": max_evals,
-                                        "fitness": fitness.value, "cached": False, "seconds": fitness.seconds})
-        if len(batch) == s.population or deps.store.evaluation_count(kind) >= max_evals:
+            deps.on_event("evaluated", {"done": evaluated, "total": max_evals, "fitness": fitness.value,
+                                        "cached": False, "seconds": fitness.seconds})
+        if len(batch) == s.population or evaluated >= max_evals:
+            best = _best_from_store(deps)
             stats = {"best": best.fitness, "mean": sum(batch) / len(batch), "diversity": 0.0, "wall_s": 0.0,
-                     "evaluations": deps.store.evaluation_count(kind)}
+                     "evaluations": evaluated}
             deps.store.record_generation(generation, stats, [best.plan_key])
             batch = []
-    return {"best": _best_from_store(deps).to_dict()}  # also right when a resume had nothing left to do
 
 
 def _best_from_store(deps: SearchDeps) -> Candidate:

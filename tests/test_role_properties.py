@@ -102,11 +102,12 @@ def test_grammars_bound_the_answer():
 def test_shipped_prompt_sets_load_and_render():
     from agents.prompting import PromptSet, common_fields
 
-    for name in ("default", "no-importance", "diverse"):
+    for name in ("default", "no-importance", "no-history", "diverse", "moves"):
         prompts = PromptSet.load(name)
-        assert prompts.name == name
+        assert prompts.name == name and prompts.answer == ("moves" if name == "moves" else "genomes")
         fields = {**common_fields(context(2)), "importance": "layer 0: attention 1.00, mlp 1.00",
-                  "answer_format": "JSON", "population": "0: 1.0 | [20]", "parents": "pair 0", "genomes": "0: [20]"}
+                  "answer_format": "JSON", "population": "0: 1.0 | [20]", "population_unsorted": "0: 1.0 | [20]",
+                  "parents": "pair 0", "genomes": "0: [20]", "moves": "0: prune layer 1 +5%", "options": "0: halves"}
         for role in ("initializer", "selector", "crosser", "mutator"):
             text = prompts.render(role, fields)
             assert "tiny" in text and "{model_name}" not in text

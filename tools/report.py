@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tools.zeroshot import task_score  # noqa: E402
+
 
 def plot_rates(path: Path, best_rates: list[float], uniform_rates: list[float], granularity: str) -> None:
     n = len(best_rates) if granularity == "layer" else len(best_rates) // 2
@@ -69,7 +71,7 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
                   "| model | " + " | ".join(tasks) + " | average |", "|---|" + "---:|" * (len(tasks) + 1)]
         for name in names:
             row = final["zero_shot"][name]
-            cells = [f"{r.get('acc_norm', r.get('acc')):.3f}" for r in row["tasks"].values()]
+            cells = [f"{task_score(r):.3f}" for r in row["tasks"].values()]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['average']:.3f} |")
         lines.append("")
     if final.get("timing"):

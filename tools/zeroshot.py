@@ -37,6 +37,14 @@ def zero_shot(model, tokenizer, tasks: list[str] | tuple[str, ...] = TASKS, data
     for task in tasks:
         row = out["results"][task if online else f"sp_{task}"]
         results[task] = {k.split(",")[0]: v for k, v in row.items() if k.split(",")[0] in ("acc", "acc_norm")}
-    headline = [r.get("acc_norm", r.get("acc")) for r in results.values()]
-    return {"tasks": results, "average": sum(headline) / len(headline), "limit": limit,
+    return {"tasks": results, "average": paper_average(results), "limit": limit,
             "seconds": time.perf_counter() - started}
+
+
+def task_score(result: dict) -> float:
+    """The paper's per-task number: acc_norm where lm-eval reports it, else acc."""
+    return result.get("acc_norm", result.get("acc"))
+
+
+def paper_average(tasks: dict[str, dict]) -> float:
+    return sum(task_score(r) for r in tasks.values()) / len(tasks)

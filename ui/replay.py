@@ -16,11 +16,8 @@ OUTCOME_STYLE = {"used": "green", "repaired": "yellow", "retried": "cyan", "fall
                  "error": "red"}
 
 
-def _population_table(store, generation: dict, fitness_kind: str | None) -> Table:
+def _population_table(store, generation: dict, fitness_kind: str | None, by_key: dict[str, dict]) -> Table:
     keys = json.loads(generation["population"])
-    by_key = {}
-    for cand in store.candidates():
-        by_key.setdefault(cand["plan_key"], cand)
     table = Table(title=f"generation {generation['generation']}: population (best first)", expand=False)
     for col in ("#", "fitness", "params", "origin", "parents", "rates per layer"):
         table.add_column(col, justify="right" if col in ("#", "fitness", "params") else "left")
@@ -57,6 +54,9 @@ def replay(console, store, generation: int | None = None, role: str | None = Non
     fitness_kind = kinds[0] if kinds else None
     generations = store.generations()
     calls = store.calls(role)
+    by_key: dict[str, dict] = {}  # first record of each plan (read once, not per generation)
+    for cand in store.candidates():
+        by_key.setdefault(cand["plan_key"], cand)
     best_so_far = []
     gens_seen = sorted({g["generation"] for g in generations} | {c["generation"] for c in calls})
     for gen in gens_seen:
@@ -70,7 +70,7 @@ def replay(console, store, generation: int | None = None, role: str | None = Non
                     console.print(Panel(call["prompt"] or "", title=f"{call['role']} prompt (try {call['attempt']})"))
         row = next((g for g in generations if g["generation"] == gen), None)
         if row is not None:
-            console.print(_population_table(store, row, fitness_kind))
+            console.print(_population_table(store, row, fitness_kind, by_key))
             best_so_far.append(row["best"])
             console.print(f"best so far: {row['best']:.4f}   mean {row['mean']:.4f}   diversity {row['diversity']:.4f}")
         else:
