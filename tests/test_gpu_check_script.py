@@ -1,0 +1,46 @@
+"""benchmarks/gpu_check.py is run by hand on CUDA machines; here it runs on CPU (--device cpu) so
+that it cannot rot between GPU sessions: same checks, tiny model, a toy shape."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_tiny_checks_and_shape_timing_on_cpu(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    done = run("--device", "cpu", "--stages", "tiny,shape", "--shape", "smoke", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    for granularity in ("layer", "module"):
+        row = result["tiny checks"][granularity]
+        assert row["same selection cpu vs cuda"] is True
+        assert row["max |masked - pruned| (cuda fp32)"] < 1e-4
+        assert row["perplexity cuda"] == pytest.approx(row["perplexity cpu"], rel=1e-4)
+    timing = result["timing smoke"]
+    assert timing["uniform 0.5"]["params"] < timing["uniform 0.2"]["params"] < timing["uniform 0.2"]["dense_params"]
+    speedup = timing["uniform 0.5"]["speedup"]
+    assert speedup["ideal"] > 1.4 and {"prefill 2x64", "decode"} <= set(speedup)
+    # A rerun skips finished entries (resumable) and leaves them unchanged.
+    again = run("--device", "cpu", "--stages", "tiny,shape", "--shape", "smoke", "--out", str(out))
+    assert again.returncode == 0 and json.loads(out.read_text())["timing smoke"] == timing
+
+
+def test_bad_input_is_refused_with_a_clear_message(tmp_path):
+    done = run("--device", "cpu", "--stages", "embedded", "--out", str(tmp_path / "x.json"))
+    assert done.returncode == 2 and "needs --data-dir" in done.stderr
+    done = run("--device", "cpu", "--stages", "tiny,warp", "--out", str(tmp_path / "x.json"))
+    assert done.returncode == 2 and "warp" in done.stderr
+    if not torch.cuda.is_available():
+        done = run("--stages", "tiny", "--out", str(tmp_path / "x.json"))
+        assert done.returncode == 2 and "CUDA is not available" in done.stderr
