@@ -46,8 +46,15 @@ class ResultStore:
     def has(self, key: str) -> bool:
         return key in self.data
 
+    def drop(self, key: str) -> None:
+        self.data.pop(key, None)
+        self._write()
+
     def put(self, key: str, value) -> None:
         self.data[key] = value
+        self._write()
+
+    def _write(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2))

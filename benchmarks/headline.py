@@ -167,15 +167,34 @@ def model_for(bench: Bench, method: str, rate: float, store: ResultStore):
     return bench.wanda.prune(plan), None
 
 
+def ppl_row_is_complete(row: dict | None, method: str, seeds: list[int]) -> bool:
+    """A search row counts as done only if it covers every seed asked for now: a rerun with more
+    seeds extends it (finished cells are reused, only the new seeds run)."""
+    if row is None:
+        return False
+    return method not in SEARCHES or set(seeds) <= set(row.get("seeds", []))
+
+
+def stale_keys(store: ResultStore, rate, method: str, best_plan: list) -> list[str]:
+    """Timing and zero-shot measure the best seed's model: if a new seed changed the best plan,
+    they describe another model and must be redone."""
+    previous = store.data.get(f"{rate}|{method}|search")
+    if previous is None or previous["best_plan"] == best_plan:
+        return []
+    return [k for k in (f"{rate}|{method}|timing", f"{rate}|{method}|zeroshot") if store.has(k)]
+
+
 def stage_ppl(bench, store, rate, method, seeds, out_root):
     key = f"{rate}|{method}|ppl"
-    if store.has(key):
+    if ppl_row_is_complete(store.data.get(key), method, seeds):
         return
     row: dict = {"method": method, "rate": rate}
     if method in SEARCHES:
         arm = SEARCHES[method]
         cells = search_cells(bench, rate, arm, seeds, out_root)
         best = min(cells, key=lambda c: c["best_fitness"])
+        for stale in stale_keys(store, rate, method, best["best_plan"]):
+            store.drop(stale)
         ppls = [c["test_ppl"] for c in cells]
         store.put(f"{rate}|{method}|search", {
             "best_plan": best["best_plan"], "best_seed": best["seed"],
@@ -243,17 +262,19 @@ def table(store: ResultStore, rates: list[float], methods: list[str]) -> list[di
                 row["prefill_setting"] = largest
                 row["prefill_speedup"] = dense_t["prefill"][largest]["median_s"] / timing["prefill"][largest]["median_s"]
                 row["decode_speedup"] = timing["decode"]["tokens_per_s"] / dense_t["decode"]["tokens_per_s"]
-            zs = store.data.get(f"{rate}|{method}|zeroshot")
-            if zs:
-                row["zero_shot"] = {t: task_score(r) for t, r in zs["tasks"].items()}
-                row["zero_shot_average"] = zs["average"]
-            rows.append(row)
+            rows.append(row | zero_shot_columns(store.data.get(f"{rate}|{method}|zeroshot")))
     if dense:
-        rows.insert(0, {**dense, "rate": 0.0})
+        rows.insert(0, {**dense, "rate": 0.0} | zero_shot_columns(store.data.get("dense|dense|zeroshot")))
     return rows
 
 
-def markdown(rows: list[dict], dense_zs: dict | None, limit: int) -> str:
+def zero_shot_columns(result: dict | None) -> dict:
+    if not result:
+        return {}
+    return {"zero_shot": {t: task_score(r) for t, r in result["tasks"].items()}, "zero_shot_average": result["average"]}
+
+
+def markdown(rows: list[dict], limit: int) -> str:
     head = ("| rate | method | params | block params | PPL@512 | PPL@128 | zero-shot avg | prefill x | decode x |"
             " evals | search s | LLM tokens |")
     lines = [head, "|---" * 12 + "|"]
@@ -364,9 +385,9 @@ def main() -> int:
         bench.close()
     rows = table(store, rates, methods)
     store.put("table", rows)
-    (out_root / "headline.md").write_text(markdown(rows, store.data.get("dense|dense|zeroshot"), args.zero_shot_limit))
+    (out_root / "headline.md").write_text(markdown(rows, args.zero_shot_limit))
     plots(rows, out_root, rates)
-    print(markdown(rows, None, args.zero_shot_limit))
+    print(markdown(rows, args.zero_shot_limit))
     print(f"done in {time.perf_counter() - started:.0f} s; {out_root / 'headline.md'}, headline.json, PNGs")
     return 0
 

@@ -34,3 +34,24 @@ def test_headline_smoke_table_shape_and_budget(tmp_path):
     assert table.count("\n| 0.3 |") == len(FIXED) + len(SEARCHES)
     for png in ("headline_ppl_vs_rate.png", "headline_rate_profiles.png"):
         assert matplotlib.image.imread(tmp_path / png).shape[0] > 100
+
+
+def test_more_seeds_extend_a_search_row_and_drop_its_stale_measurements(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from benchmarks.common import ResultStore
+    from benchmarks.headline import ppl_row_is_complete, stale_keys
+
+    assert not ppl_row_is_complete(None, "random search", [0])
+    assert ppl_row_is_complete({"seeds": [0, 1, 2]}, "random search", [0, 2])
+    assert not ppl_row_is_complete({"seeds": [0]}, "random search", [0, 1, 2])  # a rerun with more seeds extends it
+    assert ppl_row_is_complete({"ppl512": 47.0}, "uniform wanda-sp", [0, 1, 2])  # one-shot rows have no seeds
+    store = ResultStore("headline", tmp_path)
+    store.put("0.2|random search|search", {"best_plan": [[0, 3]]})
+    store.put("0.2|random search|timing", {"decode": 1})
+    store.put("0.2|random search|zeroshot", {"average": 0.4})
+    assert stale_keys(store, 0.2, "random search", [[0, 3]]) == []  # same best model: measurements stand
+    stale = stale_keys(store, 0.2, "random search", [[1, 0]])
+    assert stale == ["0.2|random search|timing", "0.2|random search|zeroshot"]
+    for key in stale:
+        store.drop(key)
+    assert not ResultStore("headline", tmp_path).has("0.2|random search|timing")  # dropped on disk too
