@@ -61,6 +61,17 @@ class ResultStore:
         tmp.replace(self.path)
 
 
+def uniform_pruned(context, rate: float):
+    """The paper's baseline at `rate` (uniform Wanda-sp, layer granularity, exactly as a search's
+    report makes it): (pruned model, its parameters, dense parameters)."""
+    from pruning.prepare import make_budget
+    from tools.finalize import uniform_wanda_sp
+
+    budget = make_budget(context.space, None, rate, "layer")
+    baseline, result = uniform_wanda_sp(context, budget)
+    return baseline.prune(result.plan), result.total_params, budget.dense_params
+
+
 def timed(fn, repeats: int = 3, warmup: int = 1) -> dict:
     """Median and spread of wall time (CUDA synchronised when on GPU)."""
     for _ in range(warmup):

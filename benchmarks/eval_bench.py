@@ -18,12 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import ResultStore, machine  # noqa: E402
-from pruning import allocation  # noqa: E402
+from benchmarks.common import ResultStore, machine, uniform_pruned  # noqa: E402
 from pruning.loading import load_model  # noqa: E402
-from pruning.prepare import PruneSettings, make_budget, prepare  # noqa: E402
-from pruning.repair import repair  # noqa: E402
-from tools.timing import speedups, time_model  # noqa: E402
+from pruning.prepare import PruneSettings, prepare  # noqa: E402
+from tools.timing import compare_timing  # noqa: E402
 from tools.zeroshot import TASKS, paper_average, zero_shot  # noqa: E402
 
 
@@ -40,16 +38,9 @@ def main() -> None:
     context, _ = prepare(loaded.model, loaded.tokenizer, PruneSettings(metric="wanda-sp", data_dir=args.data_dir,
                                                                        batch_size=8))
 
-    def uniform(rate):
-        budget = make_budget(context.space, None, rate, "layer")
-        result = repair(allocation.uniform(context.space, budget), context.space, budget)
-        return context.prune(result.plan), result.total_params, budget.dense_params
-
     if not store.has("timing dense vs uniform 0.5"):
-        pruned, pruned_params, dense_params = uniform(0.5)
-        dense_t, pruned_t = time_model(loaded.model), time_model(pruned)
-        store.put("timing dense vs uniform 0.5", {"dense": dense_t, "pruned": pruned_t, "params": [dense_params, pruned_params],
-                                                 "speedup": speedups(dense_t, pruned_t, dense_params, pruned_params)})
+        pruned, pruned_params, dense_params = uniform_pruned(context, 0.5)
+        store.put("timing dense vs uniform 0.5", compare_timing(loaded.model, pruned, dense_params, pruned_params))
         print(store.data["timing dense vs uniform 0.5"]["speedup"], flush=True)
 
     # One entry per (model, task) so a killed full run (--limit 0: ~69k requests per model) resumes
@@ -59,7 +50,7 @@ def main() -> None:
         key = f"zero_shot {name} limit {args.limit}"
         if store.has(key):
             continue
-        model = loaded.model if rate is None else uniform(rate)[0]
+        model = loaded.model if rate is None else uniform_pruned(context, rate)[0]
         for task in args.tasks.split(","):
             task_key = f"{key} task {task}"
             if not store.has(task_key):

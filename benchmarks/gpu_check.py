@@ -7,7 +7,8 @@ Stages (each result is written as soon as it exists; finished entries are skippe
 - tiny: the pruning engine on CUDA with the tiny random Llama. Calibration statistics and
   importance on CUDA agree with CPU; the masked dense model and the physically pruned one give the
   same logits (fp32 and bf16); perplexity agrees with CPU; a pruned checkpoint saved from CUDA
-  reloads onto CUDA with the same logits. Layer and module granularity. Any mismatch: exit 1.
+  reloads onto CUDA with the same logits. Two plans: uniform (layer) and one whose layers all differ
+  (module granularity). Any mismatch: exit 1.
 - shape: speed of structured pruning at full size: a LLaMA-shaped model with random weights
   (pruning and timing need shapes, not trained weights), bf16, dense vs uniform Wanda-sp at rates
   0.2 and 0.5; prefill grid and greedy decode timed with CUDA events; the ideal (parameter ratio)
@@ -19,6 +20,7 @@ Stages (each result is written as soon as it exists; finished entries are skippe
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -28,13 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import RESULTS, ResultStore, machine  # noqa: E402
-from pruning import allocation  # noqa: E402
+from benchmarks.common import RESULTS, ResultStore, machine, uniform_pruned  # noqa: E402
 from pruning.context import build_context  # noqa: E402
 from pruning.data import TokenWindows, load_windows  # noqa: E402
+from pruning.genome import Genome  # noqa: E402
 from pruning.perplexity import perplexity  # noqa: E402
 from pruning.prepare import PruneSettings, make_budget, make_space  # noqa: E402
 from pruning.repair import repair  # noqa: E402
+from tools.finalize import uniform_wanda_sp  # noqa: E402
 
 DEVICE = "cuda"  # --device; "cpu" only to try this script out on a machine without a GPU
 SHAPES = {  # name: (hidden, intermediate, layers, heads, kv_heads, vocab)
@@ -45,16 +48,19 @@ SHAPES = {  # name: (hidden, intermediate, layers, heads, kv_heads, vocab)
 }
 
 
-def uniform_plan(space, rate: float, granularity: str = "layer"):
-    budget = make_budget(space, None, rate, granularity)
-    result = repair(allocation.uniform(space, budget), space, budget)
-    return result.plan, result.total_params, budget.dense_params
-
-
-def context_for(model, windows: TokenWindows, granularity: str = "layer"):
-    settings = PruneSettings(granularity=granularity)
-    context, _ = build_context(model, make_space(model, settings), "wanda-sp", windows, cache_dir=None, batch_size=4)
+def context_for(model, windows: TokenWindows):
+    context, _ = build_context(model, make_space(model, PruneSettings()), "wanda-sp", windows, cache_dir=None,
+                               batch_size=4)
     return context
+
+
+def tiny_plans(context) -> dict:
+    """The paper's uniform baseline, and a plan whose layers all differ (heads and MLP widths)."""
+    space = context.space
+    _, uniform = uniform_wanda_sp(context, make_budget(space, None, 0.5, "layer"))
+    mixed = Genome("module", (0.0, 0.5, 0.25, 0.75, 0.6, 0.1, 0.4, 0.2))  # 4 attention rates, then 4 MLP rates
+    module_budget = make_budget(space, None, 0.35, "module")
+    return {"uniform 0.5 (layer)": uniform.plan, "mixed 0.35 (module)": repair(mixed, space, module_budget).plan}
 
 
 @torch.inference_mode()
@@ -67,25 +73,23 @@ def check_tiny() -> dict:
     out = {}
     ids = tiny_inputs(4, 32)
     windows = TokenWindows(tiny_inputs(8, 32, seed=2), "random", "validation")
-    for granularity in ("layer", "module"):
-        cpu_model, gpu_model = tiny_llama(), tiny_llama().to(DEVICE)
-        cpu_ctx, gpu_ctx = context_for(cpu_model, windows, granularity), context_for(gpu_model, windows, granularity)
-        plan, _, _ = uniform_plan(cpu_ctx.space, 0.5, granularity)
+    cpu_ctx, gpu_ctx = context_for(tiny_llama(), windows), context_for(tiny_llama().to(DEVICE), windows)
+    for name, plan in tiny_plans(cpu_ctx).items():
         cpu_sel, gpu_sel = cpu_ctx.selections(plan), gpu_ctx.selections(plan)
         same_selection = all(torch.equal(getattr(a, f).cpu(), getattr(b, f).cpu()) for a, b in zip(cpu_sel, gpu_sel)
                              for f in ("kept_heads", "kept_kv_heads", "kept_channels"))
         with gpu_ctx.masked(plan) as masked:
             masked_logits = masked(ids.to(DEVICE)).logits.float().cpu()
-        pruned = gpu_ctx.prune(plan)
+        pruned, cpu_pruned = gpu_ctx.prune(plan), cpu_ctx.prune(plan)
         pruned_logits = pruned(ids.to(DEVICE)).logits.float().cpu()
-        cpu_logits = cpu_ctx.prune(plan)(ids).logits.float()
-        ppl_gpu, ppl_cpu = perplexity(pruned, windows), perplexity(cpu_ctx.prune(plan), windows)
+        cpu_logits = cpu_pruned(ids).logits.float()
+        ppl_gpu, ppl_cpu = perplexity(pruned, windows), perplexity(cpu_pruned, windows)
         with tempfile.TemporaryDirectory() as tmp:
-            save_pruned(pruned, None, tmp, {"plan": "uniform 0.5"})
+            save_pruned(pruned, None, tmp, {"plan": name})
             reloaded = PrunedLlamaForCausalLM.from_pretrained(tmp, device_map=DEVICE, dtype=torch.float32).eval()
             reloaded_logits = reloaded(ids.to(DEVICE)).logits.float().cpu()
-        pruned_bf16 = gpu_ctx.prune(plan).to(torch.bfloat16)
-        bf16_logits = pruned_bf16(ids.to(DEVICE)).logits.float().cpu()
+        # a copy: the pruned model shares untouched tensors (embeddings) with the dense one
+        bf16_logits = copy.deepcopy(pruned).to(torch.bfloat16)(ids.to(DEVICE)).logits.float().cpu()
         row = {
             "same selection cpu vs cuda": same_selection,
             "max |masked - pruned| (cuda fp32)": (masked_logits - pruned_logits).abs().max().item(),
@@ -95,16 +99,16 @@ def check_tiny() -> dict:
             "logit scale (max |fp32|)": pruned_logits.abs().max().item(),
             "perplexity cuda": ppl_gpu, "perplexity cpu": ppl_cpu,
         }
-        out[granularity] = row
-        print(granularity, row, flush=True)
-        assert same_selection, f"{granularity}: CUDA calibration chose other channels/heads than CPU"
-        assert row["max |masked - pruned| (cuda fp32)"] < 1e-4, f"{granularity}: masked and pruned differ on CUDA"
-        assert row["max |cpu - cuda| pruned logits"] < 1e-3, f"{granularity}: CUDA and CPU pruned models differ"
+        out[name] = row
+        print(name, row, flush=True)
+        assert same_selection, f"{name}: CUDA calibration chose other channels/heads than CPU"
+        assert row["max |masked - pruned| (cuda fp32)"] < 1e-4, f"{name}: masked and pruned differ on CUDA"
+        assert row["max |cpu - cuda| pruned logits"] < 1e-3, f"{name}: CUDA and CPU pruned models differ"
         # eager (tiny config) vs the default attention after reload: float noise, not a difference
-        assert row["max |saved+reloaded - pruned| (cuda)"] < 1e-4, f"{granularity}: reloaded checkpoint differs"
-        assert abs(ppl_gpu / ppl_cpu - 1) < 1e-4, f"{granularity}: perplexity differs between CUDA and CPU"
+        assert row["max |saved+reloaded - pruned| (cuda)"] < 1e-4, f"{name}: reloaded checkpoint differs"
+        assert abs(ppl_gpu / ppl_cpu - 1) < 1e-4, f"{name}: perplexity differs between CUDA and CPU"
         assert row["max |bf16 - fp32| pruned logits (cuda)"] < 0.05 * row["logit scale (max |fp32|)"], \
-            f"{granularity}: bf16 pruned model far from fp32"
+            f"{name}: bf16 pruned model far from fp32"
     return out
 
 
@@ -142,9 +146,8 @@ def time_shape(name: str, rates=(0.2, 0.5)) -> dict:
     out = {"shape": name, "dtype": "bfloat16", "calibration_s (16x512 random tokens)": calibrate_s,
            "dense": dense, "grid": {k: list(v) if isinstance(v, tuple) else v for k, v in grid.items()}}
     for rate in rates:
-        plan, params, dense_params = uniform_plan(context.space, rate)
         started = time.perf_counter()
-        pruned = context.prune(plan)
+        pruned, params, dense_params = uniform_pruned(context, rate)
         prune_s = time.perf_counter() - started
         timing = time_model(pruned, **grid)
         out[f"uniform {rate}"] = {"params": params, "dense_params": dense_params, "prune_s": prune_s,
@@ -158,16 +161,16 @@ def time_shape(name: str, rates=(0.2, 0.5)) -> dict:
 def embedded_checks(store: ResultStore, data_dir: str, zero_shot_limit: int) -> None:
     from pruning.loading import load_model
     from pruning.prepare import prepare
-    from tools.timing import speedups, time_model
+    from tools.timing import compare_timing
     from tools.zeroshot import zero_shot
 
     loaded = load_model("smollm2-135m", dtype="bfloat16", device=DEVICE)
     started = time.perf_counter()
     context, _ = prepare(loaded.model, loaded.tokenizer, PruneSettings(data_dir=data_dir, batch_size=8))
     store.put("embedded calibration_s", time.perf_counter() - started)
-    models = {"dense": loaded.model}
+    models, params = {"dense": loaded.model}, {}
     for rate in (0.2, 0.5):
-        models[f"uniform wanda-sp {rate}"] = context.prune(uniform_plan(context.space, rate)[0])
+        models[f"uniform wanda-sp {rate}"], params[rate], params["dense"] = uniform_pruned(context, rate)
     if not store.has("embedded wikitext2 test perplexity"):
         rows = {}
         for seqlen in (512, 128):
@@ -176,13 +179,8 @@ def embedded_checks(store: ResultStore, data_dir: str, zero_shot_limit: int) -> 
         store.put("embedded wikitext2 test perplexity", rows)
         print(rows, flush=True)
     if not store.has("embedded timing dense vs uniform 0.5"):
-        dense_params = sum(p.numel() for p in loaded.model.parameters())
-        pruned = models["uniform wanda-sp 0.5"]
-        pruned_params = sum(p.numel() for p in pruned.parameters())
-        dense_t, pruned_t = time_model(loaded.model), time_model(pruned)
-        store.put("embedded timing dense vs uniform 0.5", {
-            "dense": dense_t, "pruned": pruned_t, "params": [dense_params, pruned_params],
-            "speedup": speedups(dense_t, pruned_t, dense_params, pruned_params)})
+        store.put("embedded timing dense vs uniform 0.5",
+                  compare_timing(loaded.model, models["uniform wanda-sp 0.5"], params["dense"], params[0.5]))
     for name in ("dense", "uniform wanda-sp 0.2"):
         key = f"embedded zero_shot {name} limit {zero_shot_limit}"
         if not store.has(key):

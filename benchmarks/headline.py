@@ -24,8 +24,8 @@ import statistics
 import sys
 import time
 from dataclasses import replace
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,8 +40,8 @@ from pruning.genome import PruningPlan  # noqa: E402
 from pruning.importance import compute_importance, layer_importance  # noqa: E402
 from pruning.perplexity import perplexity  # noqa: E402
 from pruning.prepare import make_budget  # noqa: E402
-from tools.zeroshot import task_score  # noqa: E402
 from pruning.repair import repair  # noqa: E402
+from tools.zeroshot import task_score  # noqa: E402
 
 FIXED = ("uniform wanda-sp", "uniform flap", "flap global", "owl wanda-sp")
 SEARCHES = {"random search": "random", "classic evolution": "classic", "cma-es (nevergrad)": "cma",

@@ -22,8 +22,8 @@ def test_tiny_checks_and_shape_timing_on_cpu(tmp_path):
     done = run("--device", "cpu", "--stages", "tiny,shape", "--shape", "smoke", "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
-    for granularity in ("layer", "module"):
-        row = result["tiny checks"][granularity]
+    assert set(result["tiny checks"]) == {"uniform 0.5 (layer)", "mixed 0.35 (module)"}
+    for row in result["tiny checks"].values():
         assert row["same selection cpu vs cuda"] is True
         assert row["max |masked - pruned| (cuda fp32)"] < 1e-4
         assert row["perplexity cuda"] == pytest.approx(row["perplexity cpu"], rel=1e-4)

@@ -70,3 +70,10 @@ def speedups(dense: dict, pruned: dict, dense_params: int, pruned_params: int) -
         out[f"prefill {key}"] = row["median_s"] / pruned["prefill"][key]["median_s"]
     out["decode"] = pruned["decode"]["tokens_per_s"] / dense["decode"]["tokens_per_s"]
     return out
+
+
+def compare_timing(dense_model, pruned_model, dense_params: int, pruned_params: int, **grid) -> dict:
+    """Dense and pruned timed on the same grid, with the speed-ups beside the ideal."""
+    dense, pruned = time_model(dense_model, **grid), time_model(pruned_model, **grid)
+    return {"dense": dense, "pruned": pruned, "params": [dense_params, pruned_params],
+            "speedup": speedups(dense, pruned, dense_params, pruned_params)}
