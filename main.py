@@ -4,6 +4,7 @@
     python main.py --model llama-2-70b --budget 35b         # the search
     python main.py --resume RUN                             # continue a killed search
     python main.py prune --model M --rate 0.2               # one allocation, no search
+    python main.py plan --model llama-2-70b --budget 35b    # what a run needs, before any weight is loaded
 """
 from __future__ import annotations
 
@@ -19,7 +20,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m",
                    help="alias (smollm2-135m = embedded, llama-2-7b, llama-2-70b, llama-3-8b, ...), HF id or directory")
     p.add_argument("--dtype", default="auto", help="auto (bf16 where fast, the CPU included), float32, bfloat16, float16")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (cuda spreads big models with accelerate)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when present), cpu, cuda (all visible GPUs), cuda:N (that GPU only)")
+    p.add_argument("--max-memory", default=None, metavar="SPEC",
+                   help="memory per device in accelerate's form, e.g. 0=70GiB,1=70GiB,cpu=200GiB; what does not fit "
+                        "goes to CPU RAM, then disk (default: free GPU memory less 2 GiB, 85%% of free RAM)")
+    p.add_argument("--offload-folder", default=None, metavar="DIR",
+                   help="disk offload folder when the model does not fit GPU + CPU (default: offload/ in the run folder)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random weights from the model's config instead of reading them (scale checks, speed before a download)")
     p.add_argument("--data-dir", default=None,
                    help="folder with wikitext-2-raw/ and c4/ (default: $SELF_PRUNER_DATA_DIR, bundled WikiText-2, hub)")
 
@@ -110,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write a DeciLM/nemotron-nas checkpoint (vLLM) when the plan keeps all query heads")
     prune.add_argument("--out", default=None, help="checkpoint directory (default runs/prune-<time>/model)")
 
+    plan = sub.add_parser("plan", help="what a run needs, from the config alone: sizes, plan, memory per stage, placement, time")
+    add_model_args(plan)
+    add_budget_args(plan)
+    add_pruning_args(plan)
+    add_evolution_args(plan)
+    plan.add_argument("--json", default=None, metavar="FILE", help="also write the estimate as JSON")
+
     runs = sub.add_parser("runs", help="list runs: id, model, budget, agent, status, best fitness, evaluations, date")
     runs.add_argument("--root", default="runs", help="folder holding run folders")
 
@@ -139,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("target", metavar="MODEL", help="pruned checkpoint, HF directory or id, or alias")
     evaluate.add_argument("--dtype", default="auto")
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--max-memory", default=None, metavar="SPEC", help="as for the search, e.g. 0=70GiB,cpu=200GiB")
+    evaluate.add_argument("--offload-folder", default="offload", metavar="DIR", help="disk offload folder if needed")
     evaluate.add_argument("--data-dir", default=None, help="folder with the task files (and wikitext-2-raw/)")
     evaluate.add_argument("--tasks", default=",".join(ZERO_SHOT_TASKS), help="comma list of zero-shot tasks, or 'none'")
     evaluate.add_argument("--limit", type=int, default=0, help="documents per task (0 = all)")
@@ -167,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             from commands.prune import run_prune
 
             return run_prune(args)
+        if args.command == "plan":
+            from commands.plan import run_plan
+
+            return run_plan(args)
         if args.command == "runs":
             from commands.runs import run_list
 

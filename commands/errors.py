@@ -6,5 +6,6 @@ from pruning.adapter import UnsupportedModelError
 from pruning.budget import BudgetError
 from pruning.data import DataUnavailableError
 from pruning.loading import ModelLoadError
+from pruning.placement import PlacementError
 
-USER_ERRORS = (AgentError, PromptError, RunNotFoundError, ModelLoadError, BudgetError, DataUnavailableError, UnsupportedModelError, ValueError, FileNotFoundError)
+USER_ERRORS = (PlacementError, AgentError, PromptError, RunNotFoundError, ModelLoadError, BudgetError, DataUnavailableError, UnsupportedModelError, ValueError, FileNotFoundError)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from commands.placement_args import show_placement
 from pruning.data import load_windows
 from pruning.loading import load_model
 from pruning.perplexity import perplexity
@@ -22,7 +23,8 @@ def run_eval(args) -> int:
         for task in tasks:
             task_file(task, args.data_dir)  # fail before loading the model
     with err_console.status(f"loading {args.target} ..."):
-        loaded = load_model(args.target, dtype=args.dtype, device=args.device)
+        loaded = load_model(args.target, dtype=args.dtype, device=args.device, max_memory=args.max_memory,
+                            offload_folder=args.offload_folder, on_placement=show_placement)
     results = {"model": args.target, "params": sum(p.numel() for p in loaded.model.parameters())}
     test = load_windows("wikitext2", "test", loaded.tokenizer, args.eval_seqlen, args.data_dir).head(args.eval_windows or None)
     with progress_bar("WikiText-2 test perplexity") as progress:

@@ -17,7 +17,8 @@ from pruning.perplexity import perplexity
 from pruning.prepare import PruneSettings, make_budget, make_space, prepare
 from pruning.repair import repair
 from pruning.versions import versions
-from ui.console import console, err_console, progress_bar
+from commands.placement_args import check_feasible, offload_folder_for, pruned_offload_folder, show_placement
+from ui.console import console, err_console, progress_bar, stage
 from ui.tables import comparison_table, rates_line
 
 
@@ -28,6 +29,11 @@ def settings_from_args(args) -> PruneSettings:
         calib_data=args.calib_data, calib_samples=args.calib_samples, calib_seqlen=args.calib_seqlen,
         data_dir=args.data_dir, batch_size=args.batch_size, seed=args.seed,
     )
+
+
+def _perplexity(name: str, model, test, batch_size: int) -> float:
+    with stage(f"perplexity: {name}"), progress_bar(f"perplexity: {name}") as progress:
+        return perplexity(model, test, batch_size=batch_size, progress=progress)
 
 
 def choose_genome(args, context, budget, granularity: str):
@@ -45,12 +51,16 @@ def choose_genome(args, context, budget, granularity: str):
 def run_prune(args) -> int:
     settings = settings_from_args(args)
     started = time.perf_counter()
-    with err_console.status(f"loading {args.model} ..."):
-        loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    out = Path(args.out) if args.out else Path("runs") / f"prune-{datetime.now():%Y%m%d-%H%M%S}" / "model"
+    check_feasible(args, settings, offload_folder_for(args, out.parent))  # an impossible budget or machine fails here, before any weight is read
+    with stage("loading"), err_console.status(f"loading {args.model} ..."):
+        loaded = load_model(args.model, dtype=args.dtype, device=args.device, max_memory=args.max_memory,
+                            offload_folder=offload_folder_for(args, out.parent), random_weights=args.random_weights,
+                            seed=args.seed, on_placement=show_placement)
     model, tokenizer = loaded.model, loaded.tokenizer
     space = make_space(model, settings)
-    budget = make_budget(space, args.budget, args.rate, settings.granularity)  # fail fast, before calibrating
-    with progress_bar("calibration") as progress:
+    budget = make_budget(space, args.budget, args.rate, settings.granularity)
+    with stage("calibration"), progress_bar("calibration") as progress:
         context, cached = prepare(model, tokenizer, settings, progress=progress)
     if cached:
         err_console.print("importance statistics: read from cache")
@@ -60,8 +70,6 @@ def run_prune(args) -> int:
     for note in result.notes:
         err_console.print(f"repair: {note}")
 
-    pruned = context.prune(result.plan)
-    out = Path(args.out) if args.out else Path("runs") / f"prune-{datetime.now():%Y%m%d-%H%M%S}" / "model"
     record = {
         "source_model": loaded.name, "source": loaded.source, "budget": budget.to_dict(),
         "allocation": args.allocation, "settings": settings.to_dict(),
@@ -75,17 +83,22 @@ def run_prune(args) -> int:
     rows = [{"name": f"dense {args.model}", "total": budget.dense_params, "blocks": budget.block_params},
             {"name": f"pruned ({args.allocation}, {settings.metric})", "total": result.total_params,
              "blocks": result.block_params}]
+    test = None
     if not args.no_eval:
-        test = load_windows("wikitext2", "test", tokenizer, args.eval_seqlen, settings.data_dir)
-        limit = args.eval_windows or None
-        for row, candidate in zip(rows, (model, pruned)):
-            with progress_bar(f"perplexity: {row['name']}") as progress:
-                row["ppl"] = perplexity(candidate, test, batch_size=settings.batch_size, max_windows=limit,
-                                        progress=progress)
-        record["wikitext2_test"] = {"seqlen": args.eval_seqlen, "windows": len(test.head(limit)),
+        test = load_windows("wikitext2", "test", tokenizer, args.eval_seqlen, settings.data_dir).head(args.eval_windows or None)
+        rows[0]["ppl"] = _perplexity(rows[0]["name"], model, test, settings.batch_size)
+    # The dense model becomes the pruned one layer by layer: never two models in memory.
+    with stage("pruning in place"), progress_bar("pruning in place") as progress:
+        pruned = context.prune_in_place(result.plan, offload_folder=pruned_offload_folder(loaded), progress=progress)
+    del model
+    context.model = pruned
+    if test is not None:
+        rows[1]["ppl"] = _perplexity(rows[1]["name"], pruned, test, settings.batch_size)
+        record["wikitext2_test"] = {"seqlen": args.eval_seqlen, "windows": len(test),
                                     "dense_ppl": rows[0]["ppl"], "pruned_ppl": rows[1]["ppl"]}
 
-    save_pruned(pruned, tokenizer, out, record)
+    with stage("saving"):
+        save_pruned(pruned, tokenizer, out, record)
     console.print(comparison_table(f"{args.model} -> {budget.description}", rows))
     console.print(f"per-layer rates: {rates_line(list(result.genome.mlp_rates if settings.granularity == 'module' else result.genome.rates))}")
     console.print(f"realised {format_params(result.total_params)} params (budget {format_params(budget.target_params)}); "

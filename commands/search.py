@@ -28,7 +28,9 @@ from tools.finalize import finalize_search
 from tools.fitness import FitnessEvaluator
 from tools.report import write_report
 from tools.zeroshot_tasks import TASKS, task_file
-from ui.console import console, err_console, progress_bar
+from commands.placement_args import check_feasible, offload_folder_for, pruned_offload_folder, show_placement
+from pruning.placement import OutOfMemory
+from ui.console import console, err_console, log_line, plain_output, progress_bar, stage
 from ui.live import SearchView
 from ui.search_summary import print_summary
 
@@ -38,11 +40,18 @@ RESUMABLE_ARGS = ("model", "dtype", "device", "data_dir", "budget", "rate", "met
                   "calib_seqlen", "batch_size", "seed", "agent", "agent_model", "temperature", "max_tokens",
                   "agent_timeout", "retries", "prompts", "prompt", "llm_roles", "population", "generations",
                   "offspring", "patience", "fitness", "fitness_tokens", "fitness_seqlen", "fitness_mode",
-                  "final_eval_windows", "eval_seqlen", "out", "zero_shot", "eval_limit", "timing")
+                  "final_eval_windows", "eval_seqlen", "out", "zero_shot", "eval_limit", "timing", "random_weights")
 
 
 class RunNotFoundError(FileNotFoundError):
     pass
+
+
+def status_line(text: str) -> None:
+    if plain_output():
+        log_line(text)
+    else:
+        err_console.print(text)
 
 
 def run_dir_for(spec: str) -> Path:
@@ -101,6 +110,8 @@ def run_search_command(args) -> int:
         run_dir = Path(args.out) if args.out else RUNS_ROOT / run_id
     prompts = PromptSet.load(args.prompts, prompt_overrides(args.prompt)) if args.agent != "classic" else None
     settings = settings_from_args(args)
+    with stage("checking the budget and the machine (config only)"):
+        check_feasible(args, settings, offload_folder_for(args, run_dir))
     # The agent first: an unreachable URL or a missing key should fail before minutes of loading.
     with err_console.status(f"starting agent backend {args.agent} ..."):
         backend = make_backend(args.agent, args.agent_model, args.temperature, args.max_tokens, args.agent_timeout,
@@ -113,11 +124,21 @@ def run_search_command(args) -> int:
 
 
 def _search(args, run_id, run_dir, resume, prompts, settings, backend) -> int:
-    with err_console.status(f"loading {args.model} ..."):
-        loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    try:
+        return _search_stages(args, run_id, run_dir, resume, prompts, settings, backend)
+    except OutOfMemory as err:
+        hint = f"what was evaluated is kept: resume with python main.py --resume {run_dir} --max-memory ..."
+        raise OutOfMemory(err.stage, str(err.__cause__ or ""), hint) from err
+
+
+def _search_stages(args, run_id, run_dir, resume, prompts, settings, backend) -> int:
+    with stage("loading"), err_console.status(f"loading {args.model} ..."):
+        loaded = load_model(args.model, dtype=args.dtype, device=args.device, max_memory=args.max_memory,
+                            offload_folder=offload_folder_for(args, run_dir), random_weights=args.random_weights,
+                            seed=args.seed, on_placement=show_placement)
     space = make_space(loaded.model, settings)
     budget = make_budget(space, args.budget, args.rate, settings.granularity)
-    with progress_bar("calibration") as progress:
+    with stage("calibration"), progress_bar("calibration") as progress:
         context, _ = prepare(loaded.model, loaded.tokenizer, settings, progress=progress)
     fitness_windows = load_windows("wikitext2", "validation", loaded.tokenizer, args.fitness_seqlen, settings.data_dir)
     fitness_windows = fitness_windows.tail(max(1, args.fitness_tokens // args.fitness_seqlen))
@@ -139,16 +160,18 @@ def _search(args, run_id, run_dir, resume, prompts, settings, backend) -> int:
 
         def finalizer(best):
             view.live.stop()  # progress bars of the final evaluation replace the live view
-            return finalize_search(best.to_dict(), context, budget, loaded.tokenizer, test, run_dir / "model", record,
-                                   batch_size=settings.batch_size, progress_factory=progress_bar,
-                                   zero_shot_options=zero_shot_options(args), timing=args.timing == "on",
-                                   status=lambda text: err_console.print(text))
+            with stage("finalize"):
+                return finalize_search(best.to_dict(), context, budget, loaded.tokenizer, test, run_dir / "model",
+                                       record, batch_size=settings.batch_size, progress_factory=progress_bar,
+                                       zero_shot_options=zero_shot_options(args), timing=args.timing == "on",
+                                       status=status_line, offload_folder=pruned_offload_folder(loaded))
 
         deps = SearchDeps(roles=roles, evaluator=evaluator, store=store, space=context.space, budget=budget,
                           settings=search_settings, layer_importance=layer_importance(context.scores),
                           finalizer=finalizer)
         started = time.perf_counter()
-        with SearchView(f"search {run_id}", args.generations) as view:
+        log_line(f"search {run_id}: {args.population} + {args.generations} x {args.offspring} evaluations")
+        with stage("search"), SearchView(f"search {run_id}", args.generations) as view:
             deps.on_event = view.on_event
             final = run_search(deps, run_id, run_dir / "checkpoint.db", resume=resume, on_update=view.on_node)
         summary = {"run_id": run_id, "run_dir": str(run_dir), "wall_s_this_session": time.perf_counter() - started,

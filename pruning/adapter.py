@@ -130,4 +130,9 @@ def _embeddings_tied(model: nn.Module) -> bool:
     embed = model.get_input_embeddings()
     if head is None:
         return True
-    return head.weight is embed.weight or head.weight.data_ptr() == embed.weight.data_ptr()
+    if head.weight is embed.weight:
+        return True
+    if "meta" in (head.weight.device.type, embed.weight.device.type):
+        # meta tensors (a config-only model, offloaded weights) all report data_ptr 0: ask the config
+        return bool(getattr(model.config, "tie_word_embeddings", False))
+    return head.weight.data_ptr() == embed.weight.data_ptr()

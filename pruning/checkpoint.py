@@ -1,6 +1,7 @@
 """Save a physically pruned model so that ordinary tools can load it.
 
-The directory holds safetensors weights, a config with per-layer sizes and an `auto_map`, the
+The directory holds safetensors weights (5 GB shards with `model.safetensors.index.json` beyond
+that), a config with per-layer sizes and an `auto_map`, the
 two modeling files (so `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`
 works anywhere transformers is installed), the tokenizer, and `pruning.json` (genome, plan,
 budget, metric, source model): how the model was made.
@@ -16,12 +17,14 @@ from pruning.hf_modeling import PrunedLlamaForCausalLM
 MODELING_DIR = Path(__file__).parent / "hf_modeling"
 MODELING_FILES = ("configuration_pruned_llama.py", "modeling_pruned_llama.py")
 RECORD_FILE = "pruning.json"
+MAX_SHARD_SIZE = "5GB"  # shards of at most this much; CPU RAM while saving stays near one shard
 
 
 def save_pruned(model: PrunedLlamaForCausalLM, tokenizer, out_dir: str | Path, record: dict) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    # transformers writes shards one at a time and reads offloaded weights back per shard.
+    model.save_pretrained(out, max_shard_size=MAX_SHARD_SIZE)
     for name in MODELING_FILES:
         shutil.copyfile(MODELING_DIR / name, out / name)
     if tokenizer is not None:

@@ -22,7 +22,7 @@ from pruning.importance import (
 from pruning.masking import masked
 from pruning.selection import LayerSelection, compensation_biases, select
 from pruning.space import PruningSpace
-from pruning.surgery import prune_model
+from pruning.surgery import prune_in_place, prune_model
 
 
 @dataclass
@@ -55,6 +55,13 @@ class PruningContext:
         """A new, physically smaller model (shares untouched tensors with the dense one)."""
         selections = self.selections(plan)
         return prune_model(self.model, selections, self.space.pruned_shape(plan), self.biases(selections))
+
+    def prune_in_place(self, plan: PruningPlan, offload_folder: str | None = None, progress=None):
+        """The pruned model, made from the dense one layer by layer: the dense model is consumed
+        (this context, and any other sharing its model, cannot be used afterwards)."""
+        selections = self.selections(plan)
+        return prune_in_place(self.model, selections, self.space.pruned_shape(plan), self.biases(selections),
+                              offload_folder=offload_folder, progress=progress)
 
 
 def build_context(model, space: PruningSpace, metric: str, calibration: TokenWindows, cache_dir: Path | None,

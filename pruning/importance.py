@@ -22,6 +22,7 @@ import torch
 
 from pruning.adapter import DecoderAdapter
 from pruning.data import TokenWindows
+from pruning.placement import input_device, materialized
 
 METRICS = ("wanda-sp", "flap", "magnitude")
 SITES = ("attn_in", "attn_heads", "mlp_in", "mlp_hidden")  # inputs of q, o, gate, down
@@ -92,7 +93,7 @@ def collect_activation_stats(
     for i in range(adapter.num_layers):
         for site, module in zip(SITES, (adapter.q_proj(i), adapter.o_proj(i), adapter.gate_proj(i), adapter.down_proj(i))):
             handles.append(module.register_forward_pre_hook(make_hook(i, site)))
-    device = adapter.decoder.embed_tokens.weight.device
+    device = input_device(model)
     ids = windows.input_ids
     try:
         for start in range(0, ids.shape[0], batch_size):
@@ -121,15 +122,29 @@ class ImportanceScores:
     layers: list[LayerImportance]
 
 
+ROW_CHUNK = 4096  # output rows scored at once: bounds the fp32 temporary (8192 x 4096 x 4 B = 128 MiB)
+
+
+@torch.no_grad()
 def _column_scores(weight: torch.Tensor, stats: SiteStats, metric: str) -> torch.Tensor:
-    w = weight.detach().float().cpu()
+    """Per input column, on the weight's own device (GPU when there is one), in fp32."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown importance metric {metric!r}; use one of {', '.join(METRICS)}")
+    device = weight.device
+    total = torch.zeros(weight.shape[1], dtype=torch.float32, device=device)
+    for start in range(0, weight.shape[0], ROW_CHUNK):
+        w = weight[start : start + ROW_CHUNK].detach().float()
+        if metric == "wanda-sp":
+            total += w.abs().sum(dim=0)
+        elif metric == "flap":
+            total += w.pow(2).sum(dim=0)
+        else:
+            total += w.abs().sum(dim=0)
     if metric == "wanda-sp":
-        return (w.abs() * stats.mean_square.float().sqrt()).mean(dim=0)
+        return (total / weight.shape[0] * stats.mean_square.to(device=device, dtype=torch.float32).sqrt()).cpu()
     if metric == "flap":
-        return stats.variance.float() * w.pow(2).sum(dim=0)
-    if metric == "magnitude":
-        return w.abs().sum(dim=0)
-    raise ValueError(f"unknown importance metric {metric!r}; use one of {', '.join(METRICS)}")
+        return (stats.variance.to(device=device, dtype=torch.float32) * total).cpu()
+    return total.cpu()
 
 
 def compute_importance(model, stats: ActivationStats, metric: str) -> ImportanceScores:
@@ -140,8 +155,10 @@ def compute_importance(model, stats: ActivationStats, metric: str) -> Importance
     layers = []
     for i in range(adapter.num_layers):
         site = stats.layers[i]
-        head_cols = _column_scores(adapter.o_proj(i).weight, site["attn_heads"], metric)
-        channel_scores = _column_scores(adapter.down_proj(i).weight, site["mlp_hidden"], metric)
+        o_proj, down_proj = adapter.o_proj(i), adapter.down_proj(i)
+        with materialized(o_proj, down_proj):  # offloaded weights come in one layer at a time
+            head_cols = _column_scores(o_proj.weight, site["attn_heads"], metric)
+            channel_scores = _column_scores(down_proj.weight, site["mlp_hidden"], metric)
         layers.append(
             LayerImportance(
                 head_scores=head_cols.view(-1, d).sum(dim=1),
@@ -167,7 +184,11 @@ def wanda_outlier_ratios(model, stats: ActivationStats, threshold: float = 5.0) 
             (adapter.o_proj(i), "attn_heads"), (adapter.gate_proj(i), "mlp_in"), (adapter.up_proj(i), "mlp_in"),
             (adapter.down_proj(i), "mlp_hidden"),
         ]
-        metrics = [(lin.weight.detach().float().cpu().abs() * site[s].mean_square.float().sqrt()).flatten() for lin, s in pairs]
+        metrics = []
+        for lin, s in pairs:
+            with materialized(lin):
+                w = lin.weight.detach()
+                metrics.append((w.float().abs() * site[s].mean_square.to(w.device, torch.float32).sqrt()).flatten().cpu())
         flat = torch.cat(metrics)
         ratios.append(float((flat > threshold * flat.mean()).float().mean()))
     return ratios
@@ -181,8 +202,9 @@ def model_fingerprint(model) -> str:
     h = hashlib.sha256()
     h.update(str(getattr(model.config, "_name_or_path", "")).encode())
     h.update(repr(adapter.shape()).encode())
-    for tensor in (adapter.q_proj(0).weight, adapter.down_proj(adapter.num_layers - 1).weight):
-        h.update(f"{tensor.detach().float().sum().item():.6e}".encode())
+    for linear in (adapter.q_proj(0), adapter.down_proj(adapter.num_layers - 1)):
+        with materialized(linear):  # an offloaded weight is on meta outside its forward
+            h.update(f"{linear.weight.detach().float().sum().item():.6e}".encode())
     return h.hexdigest()[:16]
 
 

@@ -135,40 +135,168 @@ def resolve_source(name: str) -> str:
     )
 
 
-def load_model(name: str, dtype: str | torch.dtype = "auto", device: str = "auto") -> LoadedModel:
-    """Load model + tokenizer. On CUDA, accelerate's device_map='auto' spreads big models."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model(name: str, dtype: str | torch.dtype = "auto", device: str = "auto", max_memory: str | dict | None = None,
+               offload_folder: str | None = None, random_weights: bool = False, seed: int = 0,
+               on_placement=None) -> LoadedModel:
+    """Load model + tokenizer, placed by `pruning.placement.place` (one GPU, several, CPU, disk).
 
-    from pruning.adapter import SUPPORTED_MODEL_TYPES
-    from pruning.hf_modeling import PrunedLlamaConfig, PrunedLlamaForCausalLM
+    random_weights: build the weights from the config (normal(0, initializer_range), norms 1)
+    instead of reading them: for scale checks and for measuring speed before a download.
+    on_placement(placement): called with the chosen placement before any weight is read.
+    """
+    from transformers import AutoTokenizer
+
+    from pruning.placement import parse_max_memory, place
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     source = resolve_source(name)
-    kwargs: dict = {"dtype": torch_dtype}
-    if device.startswith("cuda"):
-        kwargs["device_map"] = "auto" if device == "cuda" else device
+    config = load_config(name, source)
+    meta = empty_model(config, torch_dtype)
+    limits = parse_max_memory(max_memory) if isinstance(max_memory, str) or max_memory is None else max_memory
+    placement = place(meta, torch_dtype, device, limits, offload_folder)
+    if on_placement:
+        on_placement(placement)
     try:
-        config = _read_config(source)
-        model_type = config.get("model_type")
+        if random_weights:
+            model = _random_model(meta, placement, torch_dtype, seed)
+        else:
+            model = _pretrained_model(source, config, placement, torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as err:  # missing files, unreadable checkpoint
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"could not load {name!r} ({source}): {first}") from err
+    model.self_pruner_placement = placement
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source)
+
+
+def load_config(name: str, source: str):
+    """The model's config, from a local config.json or the hub; an unreachable or gated hub repo
+    becomes one line naming what to do (no retry noise)."""
+    from transformers import AutoConfig
+
+    from pruning.adapter import SUPPORTED_MODEL_TYPES
+    from pruning.hf_modeling import PrunedLlamaConfig
+
+    if not Path(source).is_dir():
+        _check_hub_reachable(name, source)
+    try:
+        raw = _read_config(source)
+        model_type = raw.get("model_type")
         if model_type == PrunedLlamaConfig.model_type:
-            model = PrunedLlamaForCausalLM.from_pretrained(source, **kwargs)
-        elif model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
+            return PrunedLlamaConfig.from_pretrained(source)
+        if model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
             raise ModelLoadError(
                 f"{name}: model type {model_type!r} is not LLaMA-family; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
             )
+        return AutoConfig.from_pretrained(source)
+    except OSError as err:
+        raise ModelLoadError(_hub_error_line(name, source, err)) from err
+
+
+def empty_model(config, dtype: torch.dtype | None = None):
+    """The model built on meta: shapes, module names, no memory."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    from pruning.hf_modeling import PrunedLlamaConfig, PrunedLlamaForCausalLM
+
+    with init_empty_weights():
+        if isinstance(config, PrunedLlamaConfig):
+            model = PrunedLlamaForCausalLM(config)
+            if dtype is not None:
+                model.to(dtype)
         else:
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except ModelLoadError:
-        raise
-    except OSError as err:  # hub unreachable, gated repo, missing files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"could not load {name!r} ({source}): {first}") from err
-    if not device.startswith("cuda"):
-        model.to(device)
-    model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.tie_weights()  # tied embeddings are one tensor: placement must keep them together
+    return model
+
+
+def _pretrained_model(source: str, config, placement, torch_dtype):
+    from transformers import AutoModelForCausalLM
+
+    from pruning.hf_modeling import PrunedLlamaConfig, PrunedLlamaForCausalLM
+
+    kwargs: dict = {"dtype": torch_dtype}
+    single = placement.single_device
+    if single is not None and single != "cpu":
+        kwargs["device_map"] = {"": single}
+    elif single is None:
+        kwargs["device_map"] = {u: d for u, d in placement.device_map.items()}
+        if placement.offload_folder:
+            kwargs["offload_folder"] = placement.offload_folder
+    cls = PrunedLlamaForCausalLM if isinstance(config, PrunedLlamaConfig) else AutoModelForCausalLM
+    model = cls.from_pretrained(source, **kwargs)
+    if single == "cpu":
+        model.to("cpu")
+    return model
+
+
+@torch.no_grad()
+def _random_model(meta, placement, torch_dtype, seed: int):
+    """Weights drawn per tensor from a generator seeded by (seed, name), on the unit's own device
+    (so a 70B model is made on the GPU in seconds; CPU and disk units are drawn on the CPU, so the
+    same seed gives the same weights under any CPU / disk split)."""
+    import zlib
+
+    from pruning.placement import UnitWriter, unit_names
+
+    std = float(getattr(meta.config, "initializer_range", 0.02))
+    writer = UnitWriter(meta, placement, placement.offload_folder)
+    tied = bool(getattr(meta.config, "tie_word_embeddings", False))
+    for unit in unit_names(meta):
+        if unit == "lm_head" and tied:
+            continue
+        module = meta.get_submodule(unit)
+        device = writer.target(unit)
+        tensors = {}
+        for pname, param in module.named_parameters():
+            generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(f"{unit}.{pname}".encode()))
+            if pname.endswith("norm.weight") or unit == "model.norm":
+                value = torch.ones(param.shape, dtype=torch_dtype, device=device)
+            elif pname.endswith("bias"):
+                value = torch.zeros(param.shape, dtype=torch_dtype, device=device)
+            else:
+                value = torch.empty(param.shape, dtype=torch_dtype, device=device).normal_(0.0, std, generator=generator)
+            tensors[pname] = value
+        writer.put(unit, tensors, dict(module.named_buffers()))
+    if tied:
+        meta.tie_weights()
+    meta.config.dtype = torch_dtype
+    return writer.finish()
+
+
+def _check_hub_reachable(name: str, source: str) -> None:
+    """Fail in a second, not after 24 s of retries, when a hub model is neither cached nor reachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source, "config.json")
+    if isinstance(cached, str):
+        return
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            socket.create_connection((host, 443), timeout=5).close()
+            return
+        except OSError:
+            pass
+    raise ModelLoadError(_hub_error_line(name, source, None))
+
+
+def _hub_error_line(name: str, source: str, err: Exception | None) -> str:
+    text = str(err or "")
+    hint = (f"set HF_TOKEN after accepting the licence at https://huggingface.co/{source}, "
+            f"or pass --model /local/dir (a folder with config.json and the weights)")
+    if err is None or "couldn't connect" in text.lower() or "offline" in text.lower():
+        return f"{name}: {source} is not in the local Hugging Face cache and the hub cannot be reached; {hint}"
+    if "gated" in text.lower() or "401" in text or "403" in text or "restricted" in text.lower():
+        return f"{name}: {source} is gated or needs a token; {hint}"
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return f"could not load {name!r} ({source}): {first}; {hint}"
 
 
 def _read_config(source: str) -> dict:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from pruning.adapter import DecoderAdapter
 from pruning.data import TokenWindows
+from pruning.placement import input_device
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -21,8 +22,7 @@ Progress = Callable[[int, int], None]  # (done, total)
 def sequence_nll(model, input_ids: torch.Tensor, chunk_tokens: int = 1024) -> tuple[float, int]:
     """Summed next-token negative log-likelihood (fp32) and the number of predicted tokens."""
     adapter = DecoderAdapter(model)
-    device = adapter.decoder.embed_tokens.weight.device
-    input_ids = input_ids.to(device)
+    input_ids = input_ids.to(input_device(model))
     hidden = adapter.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
     hidden = hidden[:, :-1, :].reshape(-1, hidden.shape[-1])
     targets = input_ids[:, 1:].reshape(-1)

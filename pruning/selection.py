@@ -64,6 +64,7 @@ def compensation_biases(model, selections: list[LayerSelection], scores: Importa
     Returns per layer (o_proj_bias or None, down_proj_bias or None), in fp32.
     """
     from pruning.adapter import DecoderAdapter
+    from pruning.placement import materialized
 
     adapter = DecoderAdapter(model)
     biases = []
@@ -71,14 +72,16 @@ def compensation_biases(model, selections: list[LayerSelection], scores: Importa
         o_bias = down_bias = None
         if sel.removes_heads:
             removed = _removed_columns(sel.kept_heads, sel.num_heads, head_dim)
-            w = adapter.o_proj(i).weight.detach().float()
-            mean = scores.layers[i].head_input_mean.to(w.device)
-            o_bias = w[:, removed.to(w.device)] @ mean[removed.to(w.device)]
+            with materialized(adapter.o_proj(i)):
+                w = adapter.o_proj(i).weight.detach()
+                mean = scores.layers[i].head_input_mean.to(w.device)
+                o_bias = w[:, removed.to(w.device)].float() @ mean[removed.to(w.device)]
         if sel.removes_channels:
             removed = _removed_columns(sel.kept_channels, sel.num_channels, 1)
-            w = adapter.down_proj(i).weight.detach().float()
-            mean = scores.layers[i].channel_input_mean.to(w.device)
-            down_bias = w[:, removed.to(w.device)] @ mean[removed.to(w.device)]
+            with materialized(adapter.down_proj(i)):
+                w = adapter.down_proj(i).weight.detach()
+                mean = scores.layers[i].channel_input_mean.to(w.device)
+                down_bias = w[:, removed.to(w.device)].float() @ mean[removed.to(w.device)]
         biases.append((o_bias, down_bias))
     return biases
 

@@ -1,5 +1,5 @@
-"""The end of a search: prune the best genome physically, save the checkpoint, and compare it
-on WikiText-2 *test* with dense and with uniform Wanda-sp at the same parameter count."""
+"""The end of a search: compare dense, uniform Wanda-sp and the best genome on WikiText-2 *test*
+(and zero-shot, timing), pruning the dense model in place into the searched one and saving it."""
 from __future__ import annotations
 
 import time
@@ -28,42 +28,67 @@ def uniform_wanda_sp(context: PruningContext, budget: Budget):
 
 def finalize_search(best: dict, context: PruningContext, budget: Budget, tokenizer, test: TokenWindows,
                     out_dir: Path, record: dict, batch_size: int = 4, progress_factory=None,
-                    zero_shot_options: dict | None = None, timing: bool = False, status=None) -> dict:
-    """zero_shot_options: {"data_dir", "limit", "tasks"} to run lm-eval on all three models."""
+                    zero_shot_options: dict | None = None, timing: bool = False, status=None,
+                    offload_folder: str | None = None) -> dict:
+    """Never two models at once: the dense model is measured, uniform Wanda-sp is scored under
+    masks (masked == sliced, tested), then the dense model is pruned *in place* into the searched
+    one, which is measured, timed and saved. The context is consumed.
+
+    zero_shot_options: {"data_dir", "limit", "tasks"} to run lm-eval on all three models.
+    """
     started = time.perf_counter()
+    say = status or (lambda text: None)
     plan = PruningPlan.from_list(best["plan"])
-    pruned = context.prune(plan)
-    save_pruned(pruned, tokenizer, out_dir, {**record, "genome": {"granularity": best["granularity"], "rates": best["rates"]},
-                                             "plan": best["plan"], "fitness": best["fitness"],
-                                             "params": {"total": best["total_params"], "blocks": best["block_params"]}})
     baseline_context, baseline = uniform_wanda_sp(context, budget)
-    rows = {}
-    models = {"dense": context.model, "uniform wanda-sp": baseline_context.prune(baseline.plan), "searched": pruned}
-    for name, model in models.items():
+    rows, zero = {}, {}
+    timings = {}
+
+    def measure(name: str, model) -> None:
         if progress_factory:
             with progress_factory(f"test perplexity: {name}") as progress:
                 rows[name] = perplexity(model, test, batch_size=batch_size, progress=progress)
         else:
+            say(f"test perplexity: {name}")
             rows[name] = perplexity(model, test, batch_size=batch_size)
+        if zero_shot_options:
+            from tools.zeroshot import zero_shot
+
+            say(f"zero-shot (lm-eval, limit {zero_shot_options.get('limit')}): {name}")
+            zero[name] = zero_shot(model, tokenizer, batch_size=batch_size, **zero_shot_options)
+
+    measure("dense", context.model)
+    if timing:
+        from tools.timing import time_model
+
+        say("timing the dense model")
+        timings["dense"] = time_model(context.model)
+    with baseline_context.masked(baseline.plan) as masked_model:
+        measure("uniform wanda-sp", masked_model)
+    say("pruning in place, layer by layer")
+    if progress_factory:
+        with progress_factory("pruning in place") as progress:
+            pruned = context.prune_in_place(plan, offload_folder=offload_folder, progress=progress)
+    else:
+        pruned = context.prune_in_place(plan, offload_folder=offload_folder)
+    context.model = baseline_context.model = pruned  # the dense model is gone: nothing may mask it again
+    measure("searched", pruned)
     params = {"dense": budget.dense_params, "uniform wanda-sp": baseline.total_params,
               "searched": best["total_params"], "budget": budget.target_params}
-    final = {"checkpoint": str(out_dir), "test_windows": len(test), "test_seqlen": test.seqlen, "ppl": rows,
+    final = {"checkpoint": str(out_dir), "test_windows": len(test), "test_seqlen": test.seqlen,
+             "ppl": {name: rows[name] for name in ("dense", "uniform wanda-sp", "searched")},
              "params": params, "uniform_rates": baseline.genome.to_list()}
-    if zero_shot_options:
-        from tools.zeroshot import zero_shot
-
-        final["zero_shot"] = {}
-        for name, model in models.items():
-            if status:
-                status(f"zero-shot (lm-eval, limit {zero_shot_options.get('limit')}): {name}")
-            final["zero_shot"][name] = zero_shot(model, tokenizer, batch_size=batch_size, **zero_shot_options)
+    if zero:
+        final["zero_shot"] = {name: zero[name] for name in ("dense", "uniform wanda-sp", "searched")}
     if timing:
         from tools.timing import speedups, time_model
 
-        if status:
-            status("timing dense vs searched")
-        dense_t, pruned_t = time_model(context.model), time_model(pruned)
-        final["timing"] = {"dense": dense_t, "searched": pruned_t,
-                           "speedup": speedups(dense_t, pruned_t, budget.dense_params, best["total_params"])}
+        say("timing the searched model")
+        timings["searched"] = time_model(pruned)
+        final["timing"] = timings | {"speedup": speedups(timings["dense"], timings["searched"], budget.dense_params,
+                                                         best["total_params"])}
+    say(f"saving the pruned checkpoint to {out_dir}")
+    save_pruned(pruned, tokenizer, out_dir, {**record, "genome": {"granularity": best["granularity"], "rates": best["rates"]},
+                                             "plan": best["plan"], "fitness": best["fitness"],
+                                             "params": {"total": best["total_params"], "blocks": best["block_params"]}})
     final["seconds"] = time.perf_counter() - started
     return final

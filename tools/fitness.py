@@ -21,6 +21,7 @@ from pruning.adapter import DecoderAdapter
 from pruning.context import PruningContext
 from pruning.data import TokenWindows
 from pruning.genome import PruningPlan
+from pruning.placement import available_ram, input_device, is_dispatched
 
 FITNESS_KINDS = ("ppl", "kl")
 MODES = ("auto", "masked", "sliced")
@@ -98,17 +99,19 @@ class FitnessEvaluator:
         removed = 1.0 - space.block_params(plan) / space.shape.block_params()
         if removed < SLICE_ABOVE:
             return False
-        if torch.cuda.is_available() and self.context.model.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info()
-            needed = space.total_params(plan) * next(self.context.model.parameters()).element_size()
-            return free > 1.2 * needed
-        return True
+        model = self.context.model
+        if is_dispatched(model):
+            return False  # spread over devices or offloaded: a copy would not fit where the model does
+        device = input_device(model)
+        needed = space.total_params(plan) * next(model.parameters()).element_size()
+        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_ram()
+        return free > 1.2 * needed
 
     # -- scoring ---------------------------------------------------------------------------
     @torch.inference_mode()
     def _hidden_batches(self, model):
         adapter = DecoderAdapter(model)
-        device = adapter.decoder.embed_tokens.weight.device
+        device = input_device(model)
         ids = self.windows.input_ids
         for start in range(0, ids.shape[0], self.batch_size):
             batch = ids[start : start + self.batch_size].to(device)
@@ -123,7 +126,9 @@ class FitnessEvaluator:
                 targets = batch[:, 1:].reshape(-1)
                 for s in range(0, hidden.shape[0], self.chunk_tokens):
                     logits = head(hidden[s : s + self.chunk_tokens]).float()
-                    nll += F.cross_entropy(logits, targets[s : s + self.chunk_tokens], reduction="sum").item()
+                    # the LM head may sit on another device than the embeddings (several GPUs)
+                    chunk = targets[s : s + self.chunk_tokens].to(logits.device)
+                    nll += F.cross_entropy(logits, chunk, reduction="sum").item()
                 count += targets.numel()
             return math.exp(nll / count) if math.isfinite(nll) else float("inf")
         return self._kl(model)

@@ -1,5 +1,6 @@
 """Inference timing: prefill latency over a batch x sequence-length grid, greedy decode
-throughput, peak memory. CUDA events (synchronised) on GPU, perf_counter on CPU; warm-up runs,
+throughput, peak memory. perf_counter between synchronisations of every GPU the model uses (a
+model spread over GPUs finishes on its last one), perf_counter alone on CPU; warm-up runs,
 then the median of repeats with its spread."""
 from __future__ import annotations
 
@@ -9,17 +10,27 @@ import time
 
 import torch
 
+from pruning.placement import input_device, model_placement, torch_device_name
 
-def _clock(device: torch.device):
+
+def _cuda_devices(model) -> list[torch.device]:
+    """Every GPU holding or computing part of the model (several when it is spread)."""
+    placement = model_placement(model)
+    if placement is not None:
+        return [torch.device(torch_device_name(d)) for d in placement.devices if d not in ("cpu", "disk")]
+    return sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
+
+
+def _clock(device: torch.device, gpus: list[torch.device]):
     if device.type == "cuda":
         def run(fn):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            start.record()
+            for gpu in gpus:
+                torch.cuda.synchronize(gpu)
+            start = time.perf_counter()
             fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            return start.elapsed_time(end) / 1000.0
+            for gpu in gpus:  # the pass ends on the last GPU of the pipeline
+                torch.cuda.synchronize(gpu)
+            return time.perf_counter() - start
     else:
         def run(fn):
             start = time.perf_counter()
@@ -35,12 +46,13 @@ def _stats(times: list[float]) -> dict:
 @torch.inference_mode()
 def time_model(model, batch_sizes=(1, 4), seqlens=(128, 512), decode_tokens: int = 32, repeats: int = 3,
                warmup: int = 1, vocab: int | None = None, seed: int = 0) -> dict:
-    device = next(model.parameters()).device
-    clock = _clock(device)
+    device = input_device(model)
+    gpus = _cuda_devices(model) or ([device] if device.type == "cuda" else [])
+    clock = _clock(device, gpus)
     vocab = vocab or model.config.vocab_size
     generator = torch.Generator().manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    for gpu in gpus:
+        torch.cuda.reset_peak_memory_stats(gpu)
     prefill = {}
     for batch in batch_sizes:
         for seqlen in seqlens:
@@ -56,11 +68,12 @@ def time_model(model, batch_sizes=(1, 4), seqlens=(128, 512), decode_tokens: int
     for _ in range(warmup):
         decode()
     times = [clock(decode) for _ in range(repeats)]
-    memory = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
+    memory = (sum(torch.cuda.max_memory_allocated(gpu) for gpu in gpus) / 2**30 if gpus
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-    return {"device": str(device), "prefill": prefill,
+    return {"device": ",".join(str(g) for g in gpus) or str(device), "prefill": prefill,
             "decode": _stats(times) | {"tokens": decode_tokens, "tokens_per_s": decode_tokens / statistics.median(times)},
-            "peak_memory_gb": memory, "memory_kind": "cuda max allocated" if device.type == "cuda" else "process peak RSS"}
+            "peak_memory_gb": memory,
+            "memory_kind": "cuda max allocated (all GPUs)" if gpus else "process peak RSS"}
 
 
 def speedups(dense: dict, pruned: dict, dense_params: int, pruned_params: int) -> dict:

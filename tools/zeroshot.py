@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pruning.placement import input_device
 from tools.zeroshot_tasks import TASKS, task_config
 
 
@@ -24,7 +25,7 @@ def zero_shot(model, tokenizer, tasks: list[str] | tuple[str, ...] = TASKS, data
         raise ValueError(f"unknown task(s) {unknown}; tasks: {', '.join(TASKS)}")
     if not online and data_dir is None:
         raise ValueError("zero-shot evaluation offline needs --data-dir (boolq/, piqa/, hellaswag/, ... under it)")
-    device = str(next(model.parameters()).device)
+    device = str(input_device(model))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size)
     started = time.perf_counter()
     if online:

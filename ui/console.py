@@ -1,6 +1,8 @@
 """One shared rich console (stderr for progress, stdout for results) and progress bars."""
 from __future__ import annotations
 
+import sys
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -9,6 +11,37 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 console = Console()
 err_console = Console(stderr=True)
+_STARTED = time.perf_counter()
+
+
+def plain_output() -> bool:
+    """Logs (nohup, Slurm): no live views or bars reach a file, so print one line per step."""
+    return not err_console.is_terminal
+
+
+def log_line(text: str) -> None:
+    """A timestamped line for logs (only when stderr is not a terminal)."""
+    if plain_output():
+        elapsed = time.perf_counter() - _STARTED
+        print(f"[{int(elapsed // 3600):d}:{int(elapsed % 3600 // 60):02d}:{int(elapsed % 60):02d}] {text}",
+              file=sys.stderr, flush=True)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """One named step: logged with its duration in plain output; running out of GPU memory inside
+    it becomes one line naming the step (pruning.placement.OutOfMemory)."""
+    import torch
+
+    from pruning.placement import OutOfMemory
+
+    started = time.perf_counter()
+    log_line(f"{name} ...")
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        raise OutOfMemory(name, str(err)) from err
+    log_line(f"{name} done in {time.perf_counter() - started:.1f} s")
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ui.console import err_console
+from ui.console import err_console, log_line
 
 
 class SearchView:
@@ -38,6 +38,8 @@ class SearchView:
             self.status = f"evaluating {data['done']}/{data['total']}: fitness {data['fitness']:.3f} ({how})"
         elif kind == "generation":
             self.rows.append(data)
+            log_line(f"generation {data['generation']}: best {data['best']:.4f}, mean {data['mean']:.4f}, "
+                     f"diversity {data['diversity']:.3f}, {data['evaluations']} evaluations")
             self.status = "done" if data["done"] else f"generation {data['generation'] + 1} of {self.generations}"
         self.live.update(self.render())
 

@@ -1,0 +1,69 @@
+"""The placement options shared by the search, `prune` and `plan`: the check that runs before any
+weight is read, the offload folders, and the placement line printed before calibration."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pruning.budget import BudgetError, format_params
+from pruning.placement import Placement, PlacementError, parse_max_memory, physical_memory, place
+from pruning.resources import Estimate, RunShape, estimate
+
+
+def offload_folder_for(args, run_dir: Path) -> str:
+    """--offload-folder, else `offload/` inside the run folder (used only if disk offload is needed)."""
+    return str(Path(args.offload_folder) if getattr(args, "offload_folder", None) else Path(run_dir) / "offload")
+
+
+def pruned_offload_folder(loaded) -> str | None:
+    """Where the pruned model's disk-offloaded layers go (beside the dense model's)."""
+    placement = getattr(loaded.model, "self_pruner_placement", None)
+    if placement is None or "disk" not in placement.device_map.values():
+        return None
+    return str(Path(placement.offload_folder) / "pruned")
+
+
+def show_placement(placement: Placement) -> None:
+    from ui.console import err_console, log_line, plain_output
+
+    if plain_output():
+        log_line(placement.describe())
+    else:
+        err_console.print(placement.describe(), highlight=False)
+
+
+def run_shape(args) -> RunShape:
+    evaluations = getattr(args, "population", 0) + getattr(args, "generations", 0) * getattr(args, "offspring", 0)
+    return RunShape(batch_size=args.batch_size, calib_samples=args.calib_samples, calib_seqlen=args.calib_seqlen,
+                    fitness_tokens=getattr(args, "fitness_tokens", 2048), fitness_seqlen=getattr(args, "fitness_seqlen", 512),
+                    evaluations=evaluations, test_windows=getattr(args, "final_eval_windows", None) or getattr(args, "eval_windows", 0) or 32,
+                    eval_seqlen=getattr(args, "eval_seqlen", 512))
+
+
+def feasibility(args, settings, offload_folder: str | None) -> Estimate:
+    """From the config alone (meta device, no weights, no tokenizer): budget, placement, memory."""
+    from pruning.loading import empty_model, load_config, resolve_device, resolve_dtype, resolve_source
+    from pruning.prepare import make_budget, make_space
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    source = resolve_source(args.model)
+    meta = empty_model(load_config(args.model, source), dtype)
+    space = make_space(meta, settings)
+    budget = make_budget(space, args.budget, args.rate if args.budget is None else None, settings.granularity)
+    placement = place(meta, dtype, device, parse_max_memory(getattr(args, "max_memory", None)), offload_folder)
+    # --max-memory caps where weights go; what a stage needs beyond them is checked against what is free
+    gpus = [d for d in placement.capacity if isinstance(d, int)]
+    return estimate(space, budget, placement, dtype, run_shape(args), physical_memory(gpus), settings.granularity)
+
+
+def check_feasible(args, settings, offload_folder: str | None = None) -> Estimate:
+    """Fail in seconds, before a download or a load, when the budget or the machine cannot work."""
+    est = feasibility(args, settings, offload_folder or "offload")
+    if not est.fits:
+        raise PlacementError(f"{args.model} at {format_params(est.target_params)} params will not run here: "
+                             + "; ".join(est.problems) + ". See `python main.py plan` and pass --max-memory")
+    return est
+
+
+__all__ = ["BudgetError", "check_feasible", "feasibility", "offload_folder_for", "pruned_offload_folder",
+           "show_placement", "run_shape"]

@@ -1,0 +1,158 @@
+"""What a run needs, from the config alone: parameters, the uniform plan, memory per stage,
+where it would be placed, and a time estimate. `main.py plan` prints it; the search and `prune`
+run the same check before loading, so an impossible budget or machine fails in seconds.
+
+Memory per stage is the resident weights plus that stage's own working set (activations of one
+batch, the LM-head chunk, one layer during in-place surgery, one shard while saving); the
+numbers are estimates with their assumptions stated, checked against measurements in
+BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pruning.budget import Budget
+from pruning.genome import PruningPlan
+from pruning.placement import Placement, parse_size
+from pruning.repair import repair
+from pruning.space import PruningSpace
+
+# Assumed sustained throughput of a dense forward (FLOP/s), for the time estimate only.
+FORWARD_FLOPS = {"cuda": 300e12, "cpu": 0.6e12}
+OFFLOAD_BYTES_PER_S = {"cpu": 20e9, "disk": 1.5e9}  # PCIe host-to-GPU; NVMe read (CPU-only: disk read)
+SHARD_BYTES = parse_size("5GB")
+CHUNK_TOKENS = 1024  # perplexity / fitness LM-head chunk (pruning/perplexity.py, tools/fitness.py)
+
+
+@dataclass
+class RunShape:
+    """The sizes of a run that memory and time depend on."""
+    batch_size: int = 4
+    calib_samples: int = 64
+    calib_seqlen: int = 512
+    fitness_tokens: int = 2048
+    fitness_seqlen: int = 512
+    evaluations: int = 40  # population + generations x offspring
+    test_windows: int = 32
+    eval_seqlen: int = 512
+
+
+@dataclass
+class Estimate:
+    dense_params: int
+    target_params: int
+    average_rate: float
+    plan: PruningPlan
+    space: PruningSpace
+    dtype_bytes: int
+    placement: Placement
+    stages: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> device -> bytes
+    seconds: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        return self.target_params * self.dtype_bytes
+
+    @property
+    def fits(self) -> bool:
+        return not self.problems
+
+
+def activation_bytes(space: PruningSpace, tokens: int, dtype_bytes: int) -> int:
+    """One decoder layer's working set for `tokens` positions: hidden states, q/k/v, the MLP's
+    gate/up/act, and the float64 copy our calibration hooks make of the widest input."""
+    shape = space.shape
+    layer = max(shape.layers, key=lambda l: l.intermediate_size)
+    h, d = shape.hidden_size, shape.head_dim
+    width = 4 * h + (layer.num_attention_heads + 2 * layer.num_key_value_heads) * d + 3 * layer.intermediate_size
+    return tokens * width * dtype_bytes
+
+
+def largest_layer_bytes(space: PruningSpace, dtype_bytes: int) -> int:
+    return max(space.shape.layer_params(layer) for layer in space.shape.layers) * dtype_bytes
+
+
+def estimate(space: PruningSpace, budget: Budget, placement: Placement, dtype: torch.dtype, run: RunShape,
+             capacity: dict | None = None, granularity: str = "layer") -> Estimate:
+    """capacity: device -> bytes available (the budget placement worked under); checked per stage."""
+    from pruning import allocation
+
+    nbytes = dtype.itemsize
+    plan = repair(allocation.uniform(space, budget, granularity), space, budget).plan
+    est = Estimate(budget.dense_params, budget.target_params, budget.average_rate, plan, space, nbytes, placement)
+    resident = {d: placement.bytes_on(d) for d in placement.devices}
+    main = placement.main_device
+    main_key = next((d for d in placement.devices if d not in ("cpu", "disk")), "cpu")
+    vocab = space.shape.vocab_size
+    calib_tokens = run.batch_size * run.calib_seqlen
+    fit_tokens = run.batch_size * run.fitness_seqlen
+    inter = max(layer.intermediate_size for layer in space.shape.layers)
+    calib_work = activation_bytes(space, calib_tokens, nbytes) + calib_tokens * inter * 8
+    fit_work = activation_bytes(space, fit_tokens, nbytes) + 2 * CHUNK_TOKENS * vocab * 4
+    layer_in = largest_layer_bytes(space, nbytes) if placement.offloaded() else 0  # an offloaded layer brought in
+
+    def stage(extra_main: int, extra_cpu: int = 0) -> dict:
+        out = dict(resident)
+        out[main_key] = out.get(main_key, 0) + extra_main + layer_in
+        if extra_cpu:
+            out["cpu"] = out.get("cpu", 0) + extra_cpu
+        return out
+
+    est.stages["load"] = stage(0)
+    est.stages["calibration"] = stage(calib_work)
+    est.stages["fitness"] = stage(fit_work)
+    est.stages["finalize"] = stage(max(fit_work, activation_bytes(space, 4 * 512, nbytes)) + largest_layer_bytes(space, nbytes))
+    est.stages["save"] = {**{d: b for d, b in resident.items()},
+                          "cpu": resident.get("cpu", 0) + min(SHARD_BYTES, est.checkpoint_bytes) + largest_layer_bytes(space, nbytes)}
+    if capacity:
+        for name, need in est.stages.items():
+            for device, bytes_ in need.items():
+                cap = capacity.get(device)
+                if device != "disk" and cap is not None and bytes_ > cap:
+                    est.problems.append(f"{name}: needs {bytes_ / 2**30:.1f} GiB on {_name(device)}, "
+                                        f"{cap / 2**30:.1f} GiB available")
+        disk_need = placement.bytes_on("disk")
+        if disk_need and placement.offload_folder:
+            free = _free_disk(placement.offload_folder)
+            if free is not None and 2 * disk_need > free:  # dense offload + the pruned model's
+                est.problems.append(f"disk offload needs about {2 * disk_need / 2**30:.1f} GiB in "
+                                    f"{placement.offload_folder}, {free / 2**30:.1f} GiB free")
+    est.seconds = _time_estimate(space, budget, placement, run, nbytes)
+    return est
+
+
+def _time_estimate(space, budget, placement, run: RunShape, nbytes: int) -> dict[str, float]:
+    kind = "cuda" if placement.main_device.startswith("cuda") else "cpu"
+    flops = FORWARD_FLOPS[kind]
+    moved = sum(placement.bytes_on(d) / OFFLOAD_BYTES_PER_S[d] for d in ("cpu", "disk")
+                if d in placement.devices and (d == "disk" or kind == "cuda"))
+
+    def forward(tokens: int, batches: int) -> float:
+        return 2 * budget.dense_params * tokens / flops + moved * batches
+
+    calib = forward(run.calib_samples * run.calib_seqlen, -(-run.calib_samples // run.batch_size))
+    windows = max(1, run.fitness_tokens // run.fitness_seqlen)
+    one_eval = forward(windows * run.fitness_seqlen, -(-windows // run.batch_size))
+    test = forward(run.test_windows * run.eval_seqlen, -(-run.test_windows // run.batch_size))
+    return {"calibration": calib, "one fitness evaluation": one_eval,
+            "search": one_eval * run.evaluations, "finalize (3 x test perplexity)": 3 * test,
+            "total": calib + one_eval * run.evaluations + 3 * test}
+
+
+def _free_disk(folder: str) -> int | None:
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _name(device) -> str:
+    return f"cuda:{device}" if isinstance(device, int) else str(device)
