@@ -92,6 +92,8 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                    help="lm-eval on the seven tasks in finalize (auto: when --data-dir holds them)")
     p.add_argument("--eval-limit", type=int, default=20, help="zero-shot documents per task in finalize (0 = skip)")
     p.add_argument("--timing", default="on", choices=["on", "off"], help="dense vs pruned timing in finalize")
+    p.add_argument("--save", default="on", choices=["on", "off"],
+                   help="write the pruned checkpoint (off: measure only, e.g. a scale check with too little disk)")
     p.add_argument("--out", default=None, help="run folder (default runs/<run-id>)")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the run with this id or folder")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from pruning.budget import BudgetError, format_params
 from pruning.placement import Placement, PlacementError, parse_max_memory, physical_memory, place
 from pruning.resources import Estimate, RunShape, estimate
@@ -39,21 +41,34 @@ def run_shape(args) -> RunShape:
                     eval_seqlen=getattr(args, "eval_seqlen", 512))
 
 
-def feasibility(args, settings, offload_folder: str | None) -> Estimate:
-    """From the config alone (meta device, no weights, no tokenizer): budget, placement, memory."""
+def feasibility(args, settings, offload_folder: str | None, hypothetical: bool = False) -> Estimate:
+    """From the config alone (meta device, no weights, no tokenizer): budget, placement, memory.
+
+    hypothetical: GPUs named in --max-memory are taken as given even where none is visible
+    (`plan` on a laptop for an H200 node); their sizes are then also what is free.
+    """
     from pruning.loading import empty_model, load_config, resolve_device, resolve_dtype, resolve_source
     from pruning.prepare import make_budget, make_space
 
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    limits = parse_max_memory(getattr(args, "max_memory", None))
+    named_gpus = sorted(k for k in (limits or {}) if isinstance(k, int))
+    imagined = hypothetical and named_gpus and not torch.cuda.is_available() and args.device in ("auto", "cuda")
+    device = "cuda" if imagined else resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, "cpu" if imagined else device)  # auto: bf16 on both
     source = resolve_source(args.model)
     meta = empty_model(load_config(args.model, source), dtype)
     space = make_space(meta, settings)
     budget = make_budget(space, args.budget, args.rate if args.budget is None else None, settings.granularity)
-    placement = place(meta, dtype, device, parse_max_memory(getattr(args, "max_memory", None)), offload_folder)
-    # --max-memory caps where weights go; what a stage needs beyond them is checked against what is free
-    gpus = [d for d in placement.capacity if isinstance(d, int)]
-    return estimate(space, budget, placement, dtype, run_shape(args), physical_memory(gpus), settings.granularity)
+    if imagined:
+        placement = place(meta, dtype, device, limits, offload_folder, gpus=named_gpus)
+        free = {**physical_memory([]), **{k: v for k, v in limits.items() if isinstance(k, int)}}
+        if "cpu" in limits:
+            free["cpu"] = limits["cpu"]
+    else:
+        placement = place(meta, dtype, device, limits, offload_folder)
+        # --max-memory caps where weights go; what a stage needs beyond them is checked against what is free
+        free = physical_memory([d for d in placement.capacity if isinstance(d, int)])
+    return estimate(space, budget, placement, dtype, run_shape(args), free, settings.granularity)
 
 
 def check_feasible(args, settings, offload_folder: str | None = None) -> Estimate:

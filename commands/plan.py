@@ -35,7 +35,7 @@ def run_plan(args) -> int:
     if args.budget is None and args.rate is None:
         args.rate = 0.2
     settings = settings_from_args(args)
-    est = feasibility(args, settings, offload_folder_for(args, "runs/<run-id>"))
+    est = feasibility(args, settings, offload_folder_for(args, "runs/<run-id>"), hypothetical=True)
     dense = est.space.shape
     console.print(f"[bold]{args.model}[/]: {format_params(est.dense_params)} parameters "
                   f"({est.dense_params:,}); {dense.num_layers} layers, hidden {dense.hidden_size}, "
@@ -57,7 +57,7 @@ def run_plan(args) -> int:
     devices = [d for d in est.placement.devices] + (["cpu"] if "cpu" not in est.placement.devices else [])
     memory.add_column("stage")
     for device in devices:
-        cap = est.placement.capacity.get(device)
+        cap = est.capacity.get(device)
         memory.add_column(f"{torch_device_name(device)}" + (f" (of {cap / 2**30:.0f})" if cap else ""), justify="right")
     for stage, need in est.stages.items():
         memory.add_row(stage, *(f"{need.get(d, 0) / 2**30:.1f}" for d in devices))

@@ -30,7 +30,7 @@ from tools.report import write_report
 from tools.zeroshot_tasks import TASKS, task_file
 from commands.placement_args import check_feasible, offload_folder_for, pruned_offload_folder, show_placement
 from pruning.placement import OutOfMemory
-from ui.console import console, err_console, log_line, plain_output, progress_bar, stage
+from ui.console import STAGES, console, err_console, log_line, plain_output, progress_bar, stage
 from ui.live import SearchView
 from ui.search_summary import print_summary
 
@@ -40,7 +40,7 @@ RESUMABLE_ARGS = ("model", "dtype", "device", "data_dir", "budget", "rate", "met
                   "calib_seqlen", "batch_size", "seed", "agent", "agent_model", "temperature", "max_tokens",
                   "agent_timeout", "retries", "prompts", "prompt", "llm_roles", "population", "generations",
                   "offspring", "patience", "fitness", "fitness_tokens", "fitness_seqlen", "fitness_mode",
-                  "final_eval_windows", "eval_seqlen", "out", "zero_shot", "eval_limit", "timing", "random_weights")
+                  "final_eval_windows", "eval_seqlen", "out", "zero_shot", "eval_limit", "timing", "random_weights", "save")
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -164,7 +164,8 @@ def _search_stages(args, run_id, run_dir, resume, prompts, settings, backend) ->
                 return finalize_search(best.to_dict(), context, budget, loaded.tokenizer, test, run_dir / "model",
                                        record, batch_size=settings.batch_size, progress_factory=progress_bar,
                                        zero_shot_options=zero_shot_options(args), timing=args.timing == "on",
-                                       status=status_line, offload_folder=pruned_offload_folder(loaded))
+                                       status=status_line, offload_folder=pruned_offload_folder(loaded),
+                                       save=args.save == "on")
 
         deps = SearchDeps(roles=roles, evaluator=evaluator, store=store, space=context.space, budget=budget,
                           settings=search_settings, layer_importance=layer_importance(context.scores),
@@ -177,7 +178,8 @@ def _search_stages(args, run_id, run_dir, resume, prompts, settings, backend) ->
         summary = {"run_id": run_id, "run_dir": str(run_dir), "wall_s_this_session": time.perf_counter() - started,
                    "evaluations": store.evaluation_count(evaluator.cache_kind),
                    "evaluations_this_session": evaluator.evaluations, "llm": store.token_totals(),
-                   "outcomes": store.outcome_counts(), "best": final.get("best"), "final": final.get("final")}
+                   "outcomes": store.outcome_counts(), "best": final.get("best"), "final": final.get("final"),
+                   "prepare_seconds": context.seconds, "stages": STAGES}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         store.set_status("finished", best_fitness=(final.get("best") or {}).get("fitness"),
                          best_key=(final.get("best") or {}).get("plan_key"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 from pruning.hf_modeling import PrunedLlamaForCausalLM
@@ -24,7 +25,9 @@ def save_pruned(model: PrunedLlamaForCausalLM, tokenizer, out_dir: str | Path, r
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # transformers writes shards one at a time and reads offloaded weights back per shard.
-    model.save_pretrained(out, max_shard_size=MAX_SHARD_SIZE)
+    with warnings.catch_warnings():  # its offload warning quotes the 50GB default; our shards are 5 GB
+        warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
+        model.save_pretrained(out, max_shard_size=MAX_SHARD_SIZE)
     for name in MODELING_FILES:
         shutil.copyfile(MODELING_DIR / name, out / name)
     if tokenizer is not None:

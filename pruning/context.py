@@ -5,8 +5,9 @@ fitness evaluator and the final surgery both go through it.
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pruning.adapter import DecoderAdapter
@@ -31,6 +32,7 @@ class PruningContext:
     space: PruningSpace
     stats: ActivationStats
     scores: ImportanceScores
+    seconds: dict = field(default_factory=dict)  # {"statistics": .., "importance": ..}: where preparing went
 
     @property
     def adapter(self) -> DecoderAdapter:
@@ -69,5 +71,9 @@ def build_context(model, space: PruningSpace, metric: str, calibration: TokenWin
     """Returns (context, stats_came_from_cache)."""
     key = stats_cache_key(model, f"{calibration.source}:{calibration.split}", len(calibration),
                           calibration.seqlen, calibration_seed)
+    started = time.perf_counter()
     stats, cached = load_or_collect_stats(model, calibration, cache_dir, key, batch_size=batch_size, progress=progress)
-    return PruningContext(model, space, stats, compute_importance(model, stats, metric)), cached
+    scored = time.perf_counter()
+    scores = compute_importance(model, stats, metric)
+    seconds = {"statistics": scored - started, "importance": time.perf_counter() - scored}
+    return PruningContext(model, space, stats, scores, seconds), cached

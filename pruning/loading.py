@@ -144,7 +144,6 @@ def load_model(name: str, dtype: str | torch.dtype = "auto", device: str = "auto
     instead of reading them: for scale checks and for measuring speed before a download.
     on_placement(placement): called with the chosen placement before any weight is read.
     """
-    from transformers import AutoTokenizer
 
     from pruning.placement import parse_max_memory, place
 
@@ -162,13 +161,42 @@ def load_model(name: str, dtype: str | torch.dtype = "auto", device: str = "auto
             model = _random_model(meta, placement, torch_dtype, seed)
         else:
             model = _pretrained_model(source, config, placement, torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = _tokenizer(source, random_weights, config)
     except OSError as err:  # missing files, unreadable checkpoint
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"could not load {name!r} ({source}): {first}") from err
     model.self_pruner_placement = placement
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source)
+
+
+def _tokenizer(source: str, random_weights: bool, config):
+    """The model's tokenizer; a config-only directory with --random-weights gets a byte-level one
+    (ids 0-255 are bytes, 256 is end of text), since only shapes matter there."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError):
+        if not random_weights or not Path(source).is_dir():
+            raise
+    if getattr(config, "vocab_size", 0) < 257:
+        raise ModelLoadError(f"{source} has no tokenizer and a vocabulary under 257 tokens: add tokenizer files")
+    return byte_tokenizer()
+
+
+def byte_tokenizer():
+    """A fast byte-level tokenizer built in memory (no files): one token per UTF-8 byte."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()  # the 256 printable stand-ins for bytes
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    vocab["<|endoftext|>"] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>")
 
 
 def load_config(name: str, source: str):

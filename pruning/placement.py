@@ -233,8 +233,10 @@ def place(meta_model: nn.Module, dtype: torch.dtype, device: str, max_memory: di
         gpus = [int(device.split(":")[1])] if ":" in device else list(range(torch.cuda.device_count()))
     if max_memory is None:
         budget = default_max_memory(gpus) if gpus else {"cpu": int(available_ram() * (1 - CPU_RESERVE_FRACTION))}
-    else:  # as in accelerate: the GPUs named are the GPUs used; RAM unnamed = most of what is free
-        budget = {k: v for k, v in max_memory.items() if k in gpus or k == "cpu"}
+    else:  # as in accelerate: the GPUs named are the GPUs used; RAM unnamed = most of what is free.
+        # A GPU's figure is all it may hold: its weights get that less the working-set reserve.
+        budget = {k: (max(0, v - GPU_RESERVE_BYTES) if isinstance(k, int) else v)
+                  for k, v in max_memory.items() if k in gpus or k == "cpu"}
         budget.setdefault("cpu", int(available_ram() * (1 - CPU_RESERVE_FRACTION)))
     gpu_budget = {k: v for k, v in budget.items() if isinstance(k, int)}
     if gpu_budget:

@@ -53,6 +53,7 @@ class Estimate:
     stages: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> device -> bytes
     seconds: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    capacity: dict = field(default_factory=dict)  # device -> bytes free, what the stages were checked against
 
     @property
     def checkpoint_bytes(self) -> int:
@@ -84,7 +85,8 @@ def estimate(space: PruningSpace, budget: Budget, placement: Placement, dtype: t
 
     nbytes = dtype.itemsize
     plan = repair(allocation.uniform(space, budget, granularity), space, budget).plan
-    est = Estimate(budget.dense_params, budget.target_params, budget.average_rate, plan, space, nbytes, placement)
+    est = Estimate(budget.dense_params, budget.target_params, budget.average_rate, plan, space, nbytes, placement,
+                   capacity=dict(capacity or {}))
     resident = {d: placement.bytes_on(d) for d in placement.devices}
     main = placement.main_device
     main_key = next((d for d in placement.devices if d not in ("cpu", "disk")), "cpu")
@@ -116,11 +118,13 @@ def estimate(space: PruningSpace, budget: Budget, placement: Placement, dtype: t
                 if device != "disk" and cap is not None and bytes_ > cap:
                     est.problems.append(f"{name}: needs {bytes_ / 2**30:.1f} GiB on {_name(device)}, "
                                         f"{cap / 2**30:.1f} GiB available")
-        disk_need = placement.bytes_on("disk")
+        # The dense model's disk part is read from the checkpoint's own safetensors (transformers
+        # offloads in place); the pruned model's disk part is written to the offload folder.
+        disk_need = int(placement.bytes_on("disk") * budget.target_params / budget.dense_params)
         if disk_need and placement.offload_folder:
             free = _free_disk(placement.offload_folder)
-            if free is not None and 2 * disk_need > free:  # dense offload + the pruned model's
-                est.problems.append(f"disk offload needs about {2 * disk_need / 2**30:.1f} GiB in "
+            if free is not None and disk_need > free:
+                est.problems.append(f"disk offload of the pruned model needs about {disk_need / 2**30:.1f} GiB in "
                                     f"{placement.offload_folder}, {free / 2**30:.1f} GiB free")
     est.seconds = _time_estimate(space, budget, placement, run, nbytes)
     return est

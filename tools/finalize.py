@@ -29,7 +29,7 @@ def uniform_wanda_sp(context: PruningContext, budget: Budget):
 def finalize_search(best: dict, context: PruningContext, budget: Budget, tokenizer, test: TokenWindows,
                     out_dir: Path, record: dict, batch_size: int = 4, progress_factory=None,
                     zero_shot_options: dict | None = None, timing: bool = False, status=None,
-                    offload_folder: str | None = None) -> dict:
+                    offload_folder: str | None = None, save: bool = True) -> dict:
     """Never two models at once: the dense model is measured, uniform Wanda-sp is scored under
     masks (masked == sliced, tested), then the dense model is pruned *in place* into the searched
     one, which is measured, timed and saved. The context is consumed.
@@ -86,6 +86,10 @@ def finalize_search(best: dict, context: PruningContext, budget: Budget, tokeniz
         timings["searched"] = time_model(pruned)
         final["timing"] = timings | {"speedup": speedups(timings["dense"], timings["searched"], budget.dense_params,
                                                          best["total_params"])}
+    if not save:
+        final["checkpoint"] = None
+        final["seconds"] = time.perf_counter() - started
+        return final
     say(f"saving the pruned checkpoint to {out_dir}")
     save_pruned(pruned, tokenizer, out_dir, {**record, "genome": {"granularity": best["granularity"], "rates": best["rates"]},
                                              "plan": best["plan"], "fitness": best["fitness"],

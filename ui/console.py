@@ -12,6 +12,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console()
 err_console = Console(stderr=True)
 _STARTED = time.perf_counter()
+STAGES: list[dict] = []  # every finished stage: name, seconds, peak GPU memory (GiB, all GPUs) when on CUDA
+
+
+def gpu_peak_gib() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**30
 
 
 def plain_output() -> bool:
@@ -41,12 +50,16 @@ def stage(name: str) -> Iterator[None]:
         yield
     except torch.OutOfMemoryError as err:
         raise OutOfMemory(name, str(err)) from err
-    log_line(f"{name} done in {time.perf_counter() - started:.1f} s")
+    seconds, peak = time.perf_counter() - started, gpu_peak_gib()
+    STAGES.append({"stage": name, "seconds": seconds, "gpu_peak_gib": peak})
+    log_line(f"{name} done in {seconds:.1f} s" + (f", peak GPU memory so far {peak:.1f} GiB" if peak is not None else ""))
 
 
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """Yields a callback (done, total) that drives one progress bar on stderr."""
+    """Yields a callback (done, total) that drives one progress bar on stderr (a log line when
+    stderr is not a terminal)."""
+    log_line(description)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -31,5 +31,5 @@ def print_summary(console, summary: dict, budget) -> None:
         cost.add_row(f"{role} answers", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     console.print(cost)
     if final:
-        console.print(f"checkpoint: {final['checkpoint']}   run: {summary['run_dir']}   budget {budget.description} "
+        console.print(f"checkpoint: {final['checkpoint'] or 'not saved (--save off)'}   run: {summary['run_dir']}   budget {budget.description} "
                       f"= {format_params(budget.target_params)}")
