@@ -37,7 +37,7 @@ SHAPES = {
 TOY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128, "intermediate_size": 512,
        "num_attention_heads": 8, "num_key_value_heads": 2, "num_hidden_layers": 8, "vocab_size": 1000,
        "max_position_embeddings": 1024, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "hidden_act": "silu"}
-STAGE_LINE = re.compile(r"\] (.+) done in ([0-9.]+) s(?:, peak GPU memory so far ([0-9.]+) GiB)?")
+STAGE_LINE = re.compile(r"\] (.+) done in ([0-9.]+) s(?:, peak GPU memory of the process ([0-9.]+) GiB)?")
 
 
 def config_dir(shape: str, layers: int | None, work: Path, name: str) -> Path:

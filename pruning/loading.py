@@ -263,9 +263,9 @@ def _pretrained_model(source: str, config, placement, torch_dtype):
 
 @torch.no_grad()
 def _random_model(meta, placement, torch_dtype, seed: int):
-    """Weights drawn per tensor from a generator seeded by (seed, name), on the unit's own device
-    (so a 70B model is made on the GPU in seconds; CPU and disk units are drawn on the CPU, so the
-    same seed gives the same weights under any CPU / disk split)."""
+    """Weights drawn per tensor from a generator seeded by (seed, name) on the placement's main
+    device (a 70B model is made on the GPU in seconds) and moved to the unit's place, so the same
+    seed gives the same weights under any split of the same machine (GPU / CPU / disk)."""
     import zlib
 
     from pruning.placement import UnitWriter, unit_names
@@ -277,7 +277,7 @@ def _random_model(meta, placement, torch_dtype, seed: int):
         if unit == "lm_head" and tied:
             continue
         module = meta.get_submodule(unit)
-        device = writer.target(unit)
+        device = torch.device(placement.main_device)
         tensors = {}
         for pname, param in module.named_parameters():
             generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(f"{unit}.{pname}".encode()))

@@ -13,6 +13,20 @@ import torch
 from pruning.placement import input_device, model_placement, torch_device_name
 
 
+PEAK_BEFORE_RESET: dict[int, int] = {}  # per GPU: the process's peak before a timing reset it
+
+
+def reset_peak(gpu: torch.device) -> None:
+    """Reset the GPU's peak counter for a timing, keeping the process-wide peak (ui.console reads it)."""
+    index = gpu.index or 0
+    PEAK_BEFORE_RESET[index] = max(PEAK_BEFORE_RESET.get(index, 0), torch.cuda.max_memory_allocated(gpu))
+    torch.cuda.reset_peak_memory_stats(gpu)
+
+
+def process_peak_bytes(index: int) -> int:
+    return max(PEAK_BEFORE_RESET.get(index, 0), torch.cuda.max_memory_allocated(index))
+
+
 def _cuda_devices(model) -> list[torch.device]:
     """Every GPU holding or computing part of the model (several when it is spread)."""
     placement = model_placement(model)
@@ -52,7 +66,7 @@ def time_model(model, batch_sizes=(1, 4), seqlens=(128, 512), decode_tokens: int
     vocab = vocab or model.config.vocab_size
     generator = torch.Generator().manual_seed(seed)
     for gpu in gpus:
-        torch.cuda.reset_peak_memory_stats(gpu)
+        reset_peak(gpu)
     prefill = {}
     for batch in batch_sizes:
         for seqlen in seqlens:

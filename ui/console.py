@@ -20,7 +20,9 @@ def gpu_peak_gib() -> float | None:
 
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return None
-    return sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**30
+    from tools.timing import process_peak_bytes  # timing resets the counter; this keeps the process peak
+
+    return sum(process_peak_bytes(i) for i in range(torch.cuda.device_count())) / 2**30
 
 
 def plain_output() -> bool:
@@ -52,7 +54,7 @@ def stage(name: str) -> Iterator[None]:
         raise OutOfMemory(name, str(err)) from err
     seconds, peak = time.perf_counter() - started, gpu_peak_gib()
     STAGES.append({"stage": name, "seconds": seconds, "gpu_peak_gib": peak})
-    log_line(f"{name} done in {seconds:.1f} s" + (f", peak GPU memory so far {peak:.1f} GiB" if peak is not None else ""))
+    log_line(f"{name} done in {seconds:.1f} s" + (f", peak GPU memory of the process {peak:.1f} GiB" if peak is not None else ""))
 
 
 @contextmanager
