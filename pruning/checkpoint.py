@@ -36,6 +36,46 @@ def save_pruned(model: PrunedLlamaForCausalLM, tokenizer, out_dir: str | Path, r
     return out
 
 
+def save_sharded(tensors: dict, out_dir: str | Path, max_shard_bytes: int = 5 * 10**9, resolve=None) -> list[str]:
+    """Write `tensors` as safetensors shards of at most `max_shard_bytes`, plus
+    `model.safetensors.index.json` when there are several.
+
+    A shard's tensors are brought to the CPU only while that shard is written, so RAM stays near
+    one shard. Offloaded weights (meta tensors: shape and dtype only) are read through
+    `resolve(name)` at that moment."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    files = ["model.safetensors"] if len(shards) == 1 else \
+        [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))]
+    weight_map, total = {}, 0
+    for names, filename in zip(shards, files):
+        shard = {}
+        for name in names:
+            tensor = tensors[name]
+            if tensor.device.type == "meta":
+                tensor = resolve(name)
+            shard[name] = tensor.detach().to("cpu").contiguous()
+            weight_map[name] = filename
+            total += shard[name].numel() * shard[name].element_size()
+        save_file(shard, str(out / filename), metadata={"format": "pt"})
+        del shard
+    if len(files) > 1:
+        (out / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return files
+
+
 def read_record(directory: str | Path) -> dict | None:
     path = Path(directory) / RECORD_FILE
     return json.loads(path.read_text()) if path.exists() else None

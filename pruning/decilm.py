@@ -69,7 +69,7 @@ def decilm_config(pruned_model) -> dict:
 
 def decilm_state_dict(pruned_model, config: dict) -> dict[str, torch.Tensor]:
     """Llama-named tensors, with zero biases filling in where the global flags demand one."""
-    state = {k: v.detach().contiguous() for k, v in pruned_model.state_dict().items()}
+    state = {k: v.detach() for k, v in pruned_model.state_dict().items()}
     if config["tie_word_embeddings"]:
         state.pop("lm_head.weight", None)
     adapter = DecoderAdapter(pruned_model)
@@ -87,17 +87,21 @@ def decilm_state_dict(pruned_model, config: dict) -> dict[str, torch.Tensor]:
         for name, linear in needed:
             key = prefix + name + ".bias"
             if key not in state:
-                state[key] = torch.zeros(linear.out_features, dtype=linear.weight.dtype)
+                state[key] = torch.zeros(linear.out_features, dtype=linear.weight.dtype)  # tiny: no need to offload
     return state
 
 
 def export_decilm(pruned_model, tokenizer, out_dir: str | Path, record: dict) -> Path:
-    from safetensors.torch import save_file
+    """Sharded like the checkpoint (5 GB); offloaded weights are read shard by shard."""
+    from transformers.integrations.accelerate import load_offloaded_parameter
+
+    from pruning.checkpoint import save_sharded
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = decilm_config(pruned_model)
-    save_file(decilm_state_dict(pruned_model, config), str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_sharded(decilm_state_dict(pruned_model, config), out,
+                 resolve=lambda name: load_offloaded_parameter(pruned_model, name))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     if tokenizer is not None:
         tokenizer.save_pretrained(out)

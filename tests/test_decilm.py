@@ -37,3 +37,18 @@ def test_attention_pruning_is_not_expressible():
     assert not decilm_expressible(context.space, plan)
     with pytest.raises(ValueError, match="query heads"):
         decilm_config(context.prune(plan))
+
+
+def test_export_is_sharded_with_an_index(tmp_path):
+    from safetensors.torch import load_file as load
+
+    from pruning.checkpoint import save_sharded
+
+    model = tiny_llama()
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    files = save_sharded(state, tmp_path / "shards", max_shard_bytes=60_000)
+    assert len(files) > 2
+    index = json.loads((tmp_path / "shards" / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(state)
+    for name, filename in index["weight_map"].items():
+        assert torch.equal(load(str(tmp_path / "shards" / filename))[name], state[name])
