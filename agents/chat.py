@@ -8,9 +8,16 @@
 
 Structured output: a JSON-schema `response_format`, or for llama.cpp an equivalent GBNF grammar
 (compact, bounded numbers; see agents/schemas.py).
+
+Limits: `max_tokens` (--max-tokens) is the answer limit a call gets at least; a call whose answer
+can be longer (a long genome) asks for more (`ask(max_tokens=...)`, agents/limits.py). `context`
+is the backend's context in tokens where we know it (the local server's n_ctx), else None;
+`count_tokens` counts a text's tokens exactly where the server can (llama.cpp's /tokenize).
+An answer cut off at the limit comes back with finish_reason "length".
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 import urllib.error
@@ -31,6 +38,7 @@ class ChatAnswer:
     latency_s: float
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    finish_reason: str = ""  # "length": cut off at the answer-token limit
 
 
 @dataclass
@@ -41,8 +49,12 @@ class ChatBackend:
     server: LocalLlamaServer | None = None
     seed: int = 0
     calls: int = field(default=0)
+    max_tokens: int = 1024  # the answer limit every call gets at least (--max-tokens)
+    context: int | None = None  # the context in tokens, where known (the local server's n_ctx)
 
-    def ask(self, prompt: str, schema: dict | None = None, grammar: str | None = None) -> ChatAnswer:
+    def ask(self, prompt: str, schema: dict | None = None, grammar: str | None = None,
+            max_tokens: int | None = None) -> ChatAnswer:
+        """`max_tokens`: this call's answer limit, where it differs from the backend's."""
         from agents.schemas import response_format
 
         kwargs = {}
@@ -51,12 +63,28 @@ class ChatBackend:
             kwargs["extra_body"] = {"grammar": grammar, "seed": self.seed + self.calls}
         elif schema is not None:
             kwargs["response_format"] = response_format(schema, "answer")
+        if max_tokens is not None and max_tokens != self.max_tokens:
+            kwargs["max_tokens"] = max_tokens
         start = time.perf_counter()
         message = self.chat.bind(**kwargs).invoke(prompt) if kwargs else self.chat.invoke(prompt)
         usage = getattr(message, "usage_metadata", None) or {}
         content = message.content if isinstance(message.content, str) else str(message.content)
+        finish = (getattr(message, "response_metadata", None) or {}).get("finish_reason") or ""
         return ChatAnswer(content, time.perf_counter() - start, usage.get("input_tokens", 0) or 0,
-                          usage.get("output_tokens", 0) or 0)
+                          usage.get("output_tokens", 0) or 0, str(finish))
+
+    def count_tokens(self, text: str) -> int | None:
+        """The served model's token count of `text` (no chat template), or None where unknown."""
+        if self.server is None:
+            return None
+        url = self.server.base_url.removesuffix("/v1") + "/tokenize"
+        request = urllib.request.Request(url, data=json.dumps({"content": text}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return len(json.loads(response.read())["tokens"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def close(self) -> None:
         if self.server is not None:
@@ -81,7 +109,10 @@ def _probe(base_url: str, api_key: str, timeout: float = 5.0) -> None:
 
 
 def make_backend(spec: str, agent_model: str | None = None, temperature: float = 1.0, max_tokens: int = 1024,
-                 timeout: float = 180.0, seed: int = 0, threads: int | None = None) -> ChatBackend | None:
+                 timeout: float = 180.0, seed: int = 0, threads: int | None = None,
+                 context: int | None = None) -> ChatBackend | None:
+    """`max_tokens`: the answer limit every call gets at least (calls with longer answers ask for
+    more); `context`: the local server's n_ctx (None: the model's training context, 4096..8192)."""
     common = dict(temperature=temperature, max_tokens=max_tokens, timeout=timeout, max_retries=0)
     if spec == "classic":
         return None
@@ -90,22 +121,24 @@ def make_backend(spec: str, agent_model: str | None = None, temperature: float =
 
         gguf = Path(agent_model) if agent_model else embedded_gguf_path()
         try:
-            server = LocalLlamaServer(gguf, threads=threads).start()
+            server = LocalLlamaServer(gguf, threads=threads, ctx=context).start()
         except LocalServerError as err:
             raise AgentError(str(err)) from None
         chat = _chat_openai(base_url=server.base_url, api_key="none", model=gguf.stem, **common)
-        return ChatBackend(name=f"local:{gguf.name}", chat=chat, grammar=True, server=server, seed=seed)
+        return ChatBackend(name=f"local:{gguf.name}", chat=chat, grammar=True, server=server, seed=seed,
+                           max_tokens=max_tokens, context=server.ctx)
     if spec.startswith("openai:"):
         model = spec.split(":", 1)[1]
         if not model:
             raise AgentError("--agent openai:<model> needs a model name, e.g. openai:gpt-4o-mini")
         if not os.environ.get("OPENAI_API_KEY"):
             raise AgentError("--agent openai:... needs the OPENAI_API_KEY environment variable (it is never stored)")
-        return ChatBackend(name=spec, chat=_chat_openai(model=model, seed=seed, **common), seed=seed)
+        return ChatBackend(name=spec, chat=_chat_openai(model=model, seed=seed, **common), seed=seed,
+                           max_tokens=max_tokens)
     if spec.startswith(("http://", "https://")):
         url, _, model = spec.partition("#")
         api_key = os.environ.get("OPENAI_API_KEY", "none")
         _probe(url, api_key)
         chat = _chat_openai(base_url=url, api_key=api_key, model=model or "default", **common)
-        return ChatBackend(name=url + (f"#{model}" if model else ""), chat=chat, seed=seed)
+        return ChatBackend(name=url + (f"#{model}" if model else ""), chat=chat, seed=seed, max_tokens=max_tokens)
     raise AgentError(f"unknown --agent {spec!r}: use local, classic, openai:<model>, or an http(s) URL[#model]")

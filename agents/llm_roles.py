@@ -4,6 +4,11 @@ One call = render prompt -> ask (structured) -> parse -> validate; on failure, r
 error shown to the model; when every attempt fails, the classic operator answers instead.
 Each attempt becomes a `CallRecord`; the final record says whether the answer was used as is,
 repaired, needed a retry, or was replaced (fallback).
+
+Limits (agents/limits.py): each call's answer-token limit is --max-tokens raised to the longest
+answer its grammar allows (8 genomes of 80 values need ~1950 tokens); where the backend's context
+is known and the prompt plus that answer would not fit, the scored history shows fewer members
+(the best first). Short genomes are untouched: the same prompts and requests as before.
 """
 from __future__ import annotations
 
@@ -12,11 +17,12 @@ from typing import Callable
 from pruning.genome import Genome
 from pruning.repair import repair
 
-from agents import classic
+from agents import classic, limits
 from agents.chat import ChatBackend
 from agents import moves as mv
 from agents.parsing import AnswerError, parse_choices, parse_genomes, parse_pairs
 from agents.prompting import (
+    HISTORY_LIMIT,
     PromptSet,
     answer_format,
     common_fields,
@@ -27,10 +33,13 @@ from agents.prompting import (
 )
 from agents.proposals import material_repair
 from agents.schemas import (
+    choices_answer_chars,
     choices_grammar,
     choices_schema,
+    genomes_answer_chars,
     genomes_grammar,
     genomes_schema,
+    pairs_answer_chars,
     pairs_grammar,
     pairs_schema,
 )
@@ -64,15 +73,15 @@ class LLMRoles:
     def select(self, ctx: RoleContext) -> RoleResult:
         if "selector" not in self.llm_roles:
             return classic.select(ctx)
-        fields = {**common_fields(ctx), **history_fields(ctx)}
-        shown = min(len(ctx.population), 20)
-        prompt = self.prompts.render("selector", fields)
+        need = self._answer_tokens(pairs_answer_chars(ctx.count))
+        prompt, shown = self._render("selector", common_fields(ctx), need, history=ctx, minimum=2)
 
         def decode(text: str):
             pairs, notes = parse_pairs(text, ctx.count, shown)
             return pairs, notes, pairs
 
-        parsed, calls = self._ask("selector", ctx, prompt, pairs_schema(ctx.count), pairs_grammar(ctx.count, shown), decode)
+        parsed, calls = self._ask("selector", ctx, prompt, pairs_schema(ctx.count), pairs_grammar(ctx.count, shown),
+                                  decode, need)
         if parsed is None:
             result = classic.select(ctx)
             result.calls = calls + [self._fallback("selector", ctx)]
@@ -91,7 +100,7 @@ class LLMRoles:
         parents_text = "\n".join(
             f"pair {k}: A = {genome_text(ctx.population[a].rates)}  B = {genome_text(ctx.population[b].rates)}"
             for k, (a, b) in enumerate(pairs))
-        fields = {**common_fields(ctx), "count": len(pairs), **history_fields(ctx), "parents": parents_text}
+        fields = {**common_fields(ctx), "count": len(pairs), "parents": parents_text}
         keys = [[ctx.population[a].plan_key, ctx.population[b].plan_key] for a, b in pairs]
         sub = RoleContext(**{**ctx.__dict__, "count": len(pairs)})
         fallback = lambda: classic.crossover(ctx, pairs)  # noqa: E731
@@ -102,24 +111,25 @@ class LLMRoles:
             def child(k, chosen):
                 a, b = pairs[k]
                 return mv.cross(ctx.population[a].rates, ctx.population[b].rates, options[chosen[0]][1])
-            return self._choice_role("crosser", sub, fields, fallback, keys, len(options), child)
+            return self._choice_role("crosser", sub, fields, fallback, keys, len(options), child, history=ctx)
         fields["answer_format"] = self._format(ctx, len(pairs))
-        return self._genome_role("crosser", sub, fields, fallback, keys)
+        return self._genome_role("crosser", sub, fields, fallback, keys, history=ctx)
 
     def mutate(self, ctx: RoleContext, genomes: list[Genome], parent_keys: list[str]) -> RoleResult:
         if "mutator" not in self.llm_roles:
             return classic.mutate(ctx, genomes, parent_keys)
         listed = "\n".join(f"{k}: {genome_text(list(g.rates))}" for k, g in enumerate(genomes))
-        fields = {**common_fields(ctx), "count": len(genomes), **history_fields(ctx), "genomes": listed}
+        fields = {**common_fields(ctx), "count": len(genomes), "genomes": listed}
         sub = RoleContext(**{**ctx.__dict__, "count": len(genomes)})
         fallback, parents = (lambda: classic.mutate(ctx, genomes, parent_keys)), [[k] for k in parent_keys]
         if self.prompts.answer == "moves":
             moves = mv.enumerate_moves(sub, MOVES_LISTED)
             fields |= {"moves": mv.moves_text(sub, moves), "answer_format": self._choice_format("mutator", len(genomes))}
             return self._choice_role("mutator", sub, fields, fallback, parents, len(moves),
-                                     lambda k, chosen: mv.apply_moves(sub, list(genomes[k].rates), moves, chosen))
+                                     lambda k, chosen: mv.apply_moves(sub, list(genomes[k].rates), moves, chosen),
+                                     history=ctx)
         fields["answer_format"] = self._format(ctx, len(genomes))
-        return self._genome_role("mutator", sub, fields, fallback, parents)
+        return self._genome_role("mutator", sub, fields, fallback, parents, history=ctx)
 
     # -- shared machinery ------------------------------------------------------------------
     def _format(self, ctx: RoleContext, count: int | None = None) -> str:
@@ -138,7 +148,8 @@ class LLMRoles:
         return ctx.space.num_layers * (1 if ctx.granularity == "layer" else 2)
 
     def _choice_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Callable[[], RoleResult],
-                     parents: list[list[str]], options: int, build: Callable[[int, list[int]], list[float]]) -> RoleResult:
+                     parents: list[list[str]], options: int, build: Callable[[int, list[int]], list[float]],
+                     history: RoleContext | None = None) -> RoleResult:
         """Move-based answer: option indices per item, turned into rates by `build(item, chosen)`."""
         per = MOVES_PER_ITEM[role]
 
@@ -147,20 +158,24 @@ class LLMRoles:
             return [build(k, c) for k, c in enumerate(chosen)], notes, chosen
 
         return self._genome_role(role, ctx, fields, fallback, parents, choices_schema(ctx.count, options, per),
-                                 choices_grammar(ctx.count, options, per), decode)
+                                 choices_grammar(ctx.count, options, per), decode,
+                                 choices_answer_chars(ctx.count, options, per), history)
 
     def _genome_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Callable[[], RoleResult],
                      parents: list[list[str]], schema: dict | None = None, grammar: str | None = None,
-                     decode=None) -> RoleResult:
+                     decode=None, answer_chars: int | None = None, history: RoleContext | None = None) -> RoleResult:
+        """`history`: the context whose population the prompt shows as scored history (None: none)."""
         length = self._length(ctx)
-        prompt = self.prompts.render(role, fields)
         if decode is None:
             schema, grammar = genomes_schema(ctx.count, length), genomes_grammar(ctx.count, length)
+            answer_chars = genomes_answer_chars(ctx.count, length)
 
             def decode(text: str):
                 rates, notes = parse_genomes(text, ctx.count, length)
                 return rates, notes, rates
-        parsed, calls = self._ask(role, ctx, prompt, schema, grammar, decode)
+        need = self._answer_tokens(answer_chars)
+        prompt, _ = self._render(role, fields, need, history=history)
+        parsed, calls = self._ask(role, ctx, prompt, schema, grammar, decode, need)
         if parsed is None:
             result = fallback()
             result.calls = calls + [self._fallback(role, ctx)]
@@ -186,6 +201,26 @@ class LLMRoles:
         calls[-1].outcome = self._final_outcome(calls, repaired or bool(notes))
         return RoleResult(genomes=genomes, origins=origins, parents=parent_lists, calls=calls)
 
+    def _answer_tokens(self, answer_chars: int) -> int:
+        return limits.answer_tokens(answer_chars, bool(getattr(self.backend, "grammar", False)))
+
+    def _render(self, role: str, fields: dict, answer_tokens: int, history: RoleContext | None = None,
+                minimum: int = 1) -> tuple[str, int]:
+        """The prompt, and how many population members it shows as scored history: as many as
+        usual (up to HISTORY_LIMIT), fewer (the best first, never under `minimum`) while the
+        prompt and the longest answer would not fit the backend's context."""
+        if history is None:
+            return self.prompts.render(role, fields), 0
+        context = getattr(self.backend, "context", None)
+        count = getattr(self.backend, "count_tokens", None)
+        shown = min(len(history.population), HISTORY_LIMIT)
+        floor = min(shown, minimum)
+        while True:
+            prompt = self.prompts.render(role, {**fields, **history_fields(history, shown)})
+            if shown <= floor or limits.fits(prompt, answer_tokens, context, count):
+                return prompt, shown
+            shown -= 1
+
     @staticmethod
     def _final_outcome(calls: list[CallRecord], repaired: bool) -> str:
         if len(calls) > 1:
@@ -196,16 +231,20 @@ class LLMRoles:
         return CallRecord(role=role, backend="classic", prompt_set=self.prompts.name, attempt=0, outcome="fallback",
                           generation=ctx.generation, notes=["all LLM attempts failed; classic operator used"])
 
-    def _ask(self, role: str, ctx: RoleContext, prompt: str, schema: dict, grammar: str, parse):
-        """`parse(text)` returns (value, notes, what the model said) or raises AnswerError."""
+    def _ask(self, role: str, ctx: RoleContext, prompt: str, schema: dict, grammar: str, parse,
+             answer_tokens: int = 0):
+        """`parse(text)` returns (value, notes, what the model said) or raises AnswerError.
+        `answer_tokens`: what the longest valid answer may take; the call's answer limit is
+        --max-tokens raised to it."""
         calls: list[CallRecord] = []
         current = prompt
+        max_tokens = limits.answer_limit(getattr(self.backend, "max_tokens", 0), answer_tokens)
         for attempt in range(1, self.retries + 2):
             record = CallRecord(role=role, backend=self.backend.name, prompt_set=self.prompts.name, attempt=attempt,
                                 outcome="invalid", prompt=current, generation=ctx.generation)
             calls.append(record)
             try:
-                answer = self.backend.ask(current, schema=schema, grammar=grammar)
+                answer = self.backend.ask(current, schema=schema, grammar=grammar, max_tokens=max_tokens)
             except Exception as err:  # network, timeout, length limit: all mean "no answer"
                 record.outcome, record.error = "error", f"{type(err).__name__}: {err}"[:500]
                 current = prompt
@@ -215,6 +254,9 @@ class LLMRoles:
             try:
                 parsed = parse(answer.text)
             except AnswerError as err:
+                if getattr(answer, "finish_reason", "") == "length":  # say why: the limit, not the model
+                    err = AnswerError(f"the answer was cut off at the token limit ({answer.completion_tokens} tokens, "
+                                      f"limit {max_tokens}, finish_reason=length): {err}")
                 record.error = str(err)
                 current = (f"{prompt}\n\nYour previous answer was rejected: {err}. "
                            "Answer again, following the format exactly.")

@@ -4,6 +4,11 @@ A child process rather than a thread: it can be stopped for sure (terminate, the
 on Linux it is told to die with its parent (PR_SET_PDEATHSIG), so a killed search leaves no
 orphan server behind.
 
+The context (n_ctx) defaults to the model's training context (GGUF metadata), at least 4096
+and at most 8192 tokens: the embedded SmolLM2-135M was trained on 8192, which an 80-layer genome
+needs (an 80-layer crosser prompt alone is ~4000 tokens, see agents/limits.py). The size of the
+KV cache does not change what the model answers, only the memory it reserves.
+
     python -m agents.local_server MODEL.gguf PORT THREADS CTX   (what the child runs)
 """
 from __future__ import annotations
@@ -12,6 +17,7 @@ import atexit
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -19,8 +25,58 @@ import urllib.request
 from pathlib import Path
 
 
+DEFAULT_CTX = 4096  # the floor (and the context when the GGUF does not say)
+MAX_AUTO_CTX = 8192  # the ceiling of the automatic choice: KV memory grows with it
+
+
 class LocalServerError(RuntimeError):
     pass
+
+
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def gguf_context_length(path: str | Path) -> int | None:
+    """`<arch>.context_length` from a GGUF header (the training context), or None. Reads the
+    key-value header only, stopping at the key: no tensor data, no gguf/numpy import."""
+    try:
+        with open(path, "rb") as f:
+            def read(fmt: str):
+                return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))[0]
+
+            def skip(kind: int) -> None:
+                if kind in _GGUF_SCALARS:
+                    f.seek(struct.calcsize("<" + _GGUF_SCALARS[kind]), 1)
+                elif kind == 8:  # string
+                    f.seek(read("Q"), 1)
+                elif kind == 9:  # array
+                    item, n = read("I"), read("Q")
+                    if item in _GGUF_SCALARS:
+                        f.seek(n * struct.calcsize("<" + _GGUF_SCALARS[item]), 1)
+                    else:
+                        for _ in range(n):
+                            skip(item)
+                else:
+                    raise ValueError(f"unknown GGUF value type {kind}")
+
+            if f.read(4) != b"GGUF" or read("I") < 2:
+                return None
+            read("Q")  # tensor count
+            for _ in range(read("Q")):
+                key = f.read(read("Q")).decode("utf-8", errors="replace")
+                kind = read("I")
+                if key.endswith(".context_length") and kind in _GGUF_SCALARS:
+                    return int(read(_GGUF_SCALARS[kind]))
+                skip(kind)
+    except (OSError, struct.error, ValueError):
+        return None
+    return None
+
+
+def auto_context(gguf: str | Path) -> int:
+    """The model's training context, clamped to [DEFAULT_CTX, MAX_AUTO_CTX]."""
+    trained = gguf_context_length(gguf) or DEFAULT_CTX
+    return max(DEFAULT_CTX, min(trained, MAX_AUTO_CTX))
 
 
 def free_port() -> int:
@@ -39,13 +95,14 @@ def _die_with_parent() -> None:
 
 
 class LocalLlamaServer:
-    def __init__(self, gguf: str | Path, threads: int | None = None, ctx: int = 4096, startup_timeout: float = 120.0):
+    def __init__(self, gguf: str | Path, threads: int | None = None, ctx: int | None = None,
+                 startup_timeout: float = 120.0):
         self.gguf = Path(gguf)
         if not self.gguf.is_file():
             raise LocalServerError(f"agent model {gguf} is not a file")
         self.port = free_port()
         self.threads = threads or max(1, min(4, os.cpu_count() or 1))
-        self.ctx = ctx
+        self.ctx = ctx or auto_context(self.gguf)  # None: from the GGUF (see the module docstring)
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
 

@@ -97,7 +97,10 @@ def genome_text(rates: list[float]) -> str:
     return "[" + ",".join(str(pct(r)) for r in rates) + "]"
 
 
-def population_text(population: list[Candidate], limit: int = 20) -> str:
+HISTORY_LIMIT = 20  # population members shown as scored history (fewer when a long genome would not fit)
+
+
+def population_text(population: list[Candidate], limit: int = HISTORY_LIMIT) -> str:
     lines = []
     for i, cand in enumerate(population[:limit]):
         fitness = "?" if cand.fitness is None else f"{cand.fitness:.3f}"
@@ -105,18 +108,19 @@ def population_text(population: list[Candidate], limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-def unsorted_population_text(population: list[Candidate], rng: random.Random, limit: int = 20) -> str:
+def unsorted_population_text(population: list[Candidate], rng: random.Random, limit: int = HISTORY_LIMIT) -> str:
     """The same members and indices as `population_text`, in random order (the no-history ablation)."""
     lines = population_text(population, limit).splitlines()
     rng.shuffle(lines)
     return "\n".join(lines)
 
 
-def history_fields(ctx: RoleContext) -> dict:
+def history_fields(ctx: RoleContext, limit: int = HISTORY_LIMIT) -> dict:
+    """The best `limit` members, sorted and shuffled (indices 0..limit-1 either way)."""
     # A separate generator: shuffling must not shift the role's own random draws.
     order_rng = random.Random(f"{ctx.generation}:{len(ctx.population)}:{ctx.count}")
-    return {"population": population_text(ctx.population),
-            "population_unsorted": unsorted_population_text(ctx.population, order_rng)}
+    return {"population": population_text(ctx.population, limit),
+            "population_unsorted": unsorted_population_text(ctx.population, order_rng, limit)}
 
 
 def importance_text(importance: list[tuple[float, float]]) -> str:

@@ -62,3 +62,21 @@ def choices_grammar(count: int, options: int, per_item: int) -> str:
 
 def response_format(schema: dict, name: str) -> dict:
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}
+
+
+# -- answer sizes ------------------------------------------------------------------------------
+# The longest compact answer each grammar allows, in characters (= bytes: the answers are ASCII).
+# agents/limits.py turns these into answer-token limits.
+
+def genomes_answer_chars(count: int, length: int) -> int:
+    genome = 1 + 2 * length + (length - 1) + 1  # "[" two-digit numbers, commas "]"
+    return len('{"genomes":[]}') + count * genome + (count - 1)
+
+
+def pairs_answer_chars(count: int) -> int:
+    return len('{"pairs":[]}') + count * len("[99,99]") + (count - 1)
+
+
+def choices_answer_chars(count: int, options: int, per_item: int) -> int:
+    item = 2 + per_item * len(str(max(0, options - 1))) + (per_item - 1)
+    return len('{"choices":[]}') + count * item + (count - 1)

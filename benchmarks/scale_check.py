@@ -51,12 +51,14 @@ def config_dir(shape: str, layers: int | None, work: Path, name: str) -> Path:
     return folder
 
 
-def run(argv: list[str], log: Path) -> dict:
-    """One command in its own process; its stage lines, wall time and peak RSS."""
+def run(argv: list[str], log: Path, script: str | None = "main.py") -> dict:
+    """One command (`python main.py ARGV`, or `python ARGV` with script=None) in its own process;
+    its stage lines, wall time and peak RSS."""
     started = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, env=env, stdout=fh,
+        command = [sys.executable, *([str(ROOT / script)] if script else []), *argv]
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=fh,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
     returncode = os.waitstatus_to_exitcode(status)

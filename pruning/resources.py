@@ -94,7 +94,7 @@ def estimate(space: PruningSpace, budget: Budget, placement: Placement, dtype: t
     calib_tokens = run.batch_size * run.calib_seqlen
     fit_tokens = run.batch_size * run.fitness_seqlen
     inter = max(layer.intermediate_size for layer in space.shape.layers)
-    calib_work = activation_bytes(space, calib_tokens, nbytes) + calib_tokens * inter * 8
+    calib_work = activation_bytes(space, calib_tokens, nbytes) + 2 * calib_tokens * inter * 8  # x and x*x in float64
     fit_work = activation_bytes(space, fit_tokens, nbytes) + 2 * CHUNK_TOKENS * vocab * 4
     layer_in = largest_layer_bytes(space, nbytes) if placement.offloaded() else 0  # an offloaded layer brought in
 

@@ -1,0 +1,91 @@
+"""Memory of the user's commands on a random ~0.75B-parameter Llama (bf16, 1.5 GB), on CPU.
+
+    python benchmarks/memory_check.py [--out benchmarks/results/memory_check.json]
+
+Each command runs in its own process; its peak RSS comes from wait4:
+- load-only: the CLI's imports plus loading the model (the floor every command pays);
+- search: `main.py --model DIR --random-weights --rate 0.2 --agent classic ...` through finalize
+  (dense / uniform under masks / in-place pruning / timing / save). Target: <= load-only + 0.25 x
+  the dense weights;
+- prune, unconstrained and with `--max-memory cpu=700MB` (disk offload): the two checkpoints must
+  be identical, tensor by tensor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import RESULTS, machine  # noqa: E402
+from benchmarks.scale_check import run  # noqa: E402
+
+CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 1536,
+          "intermediate_size": 4096, "num_attention_heads": 12, "num_key_value_heads": 4, "num_hidden_layers": 26,
+          "vocab_size": 32000, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
+          "tie_word_embeddings": False, "hidden_act": "silu"}
+LOAD_ONLY = ("import sys; sys.path.insert(0, {root!r}); import commands.search, commands.prune; "
+             "from pruning.loading import load_model; load_model({model!r}, device='cpu', random_weights=True)")
+
+
+def identical(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    def tensors(folder: Path) -> dict:
+        out = {}
+        for f in sorted(folder.glob("*.safetensors")):
+            out.update(load_file(str(f)))
+        return out
+
+    x, y = tensors(a), tensors(b)
+    return set(x) == set(y) and all(x[k].equal(y[k]) for k in x)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(RESULTS / "memory_check.json"))
+    parser.add_argument("--max-memory", default="cpu=700MB")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="memory-check-"))
+    model = work / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(CONFIG, indent=2))
+    results: dict = {"machine": machine(), "config": CONFIG}
+    try:
+        results["load_only"] = run(["-c", LOAD_ONLY.format(root=str(ROOT), model=str(model))], work / "load.log",
+                                   script=None)
+        results["search"] = run(["--model", str(model), "--random-weights", "--rate", "0.2", "--agent", "classic",
+                                 "--population", "4", "--generations", "2", "--offspring", "4",
+                                 "--final-eval-windows", "8", "--zero-shot", "off", "--timing", "on",
+                                 "--out", str(work / "search")], work / "search.log")
+        prune = ["prune", "--model", str(model), "--random-weights", "--rate", "0.2", "--no-eval"]
+        results["prune"] = run([*prune, "--out", str(work / "whole" / "model")], work / "prune.log")
+        results["prune_offloaded"] = run([*prune, "--max-memory", args.max_memory,
+                                          "--out", str(work / "split" / "model")], work / "prune-split.log")
+        placement = [l for l in (work / "prune-split.log").read_text().splitlines() if "placement:" in l]
+        results["prune_offloaded"]["placement"] = placement[:1]
+        results["identical_checkpoints"] = identical(work / "whole" / "model", work / "split" / "model")
+        dense_gb = 2 * json.loads((work / "search" / "summary.json").read_text())["final"]["params"]["dense"] / 2**30
+        floor = results["load_only"]["peak_rss_gb"]
+        results["dense_weights_gb"] = dense_gb
+        results["search_over_load_only_x_dense"] = (results["search"]["peak_rss_gb"] - floor) / dense_gb
+    finally:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+        shutil.rmtree(work, ignore_errors=True)
+    for key in ("load_only", "search", "prune", "prune_offloaded"):
+        if key in results:
+            print(f"{key:16s} rc {results[key]['returncode']}  peak RSS {results[key]['peak_rss_gb']:.2f} GB  "
+                  f"wall {results[key]['wall_s']:.0f} s")
+    print(f"search peak = load-only + {results.get('search_over_load_only_x_dense', float('nan')):.3f} x dense weights; "
+          f"checkpoints identical: {results.get('identical_checkpoints')}")
+    return 0 if results.get("identical_checkpoints") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
