@@ -15,6 +15,7 @@ from agents.chat import make_backend
 from graphs.ablation import DEFAULT_ARMS, AblationSetup, parse_arm, run_cell, uniform_reference
 from pruning.data import load_windows
 from pruning.importance import layer_importance
+from commands.placement_args import offload_folder_for, show_placement
 from pruning.loading import load_model
 from pruning.prepare import make_budget, make_space, prepare
 from ui.ablation_report import rich_table, verdict, write_ablation_report
@@ -71,7 +72,9 @@ def run_ablate(args) -> int:
     if any(arm.uses_llm for arm in arms) and args.agent == "classic":
         raise ValueError("LLM arms need --agent local, openai:<model> or a URL (not classic); or drop those arms")
     with err_console.status(f"loading {args.model} ..."):
-        loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+        loaded = load_model(args.model, dtype=args.dtype, device=args.device, max_memory=args.max_memory,
+                            offload_folder=offload_folder_for(args, out_dir), random_weights=args.random_weights,
+                            seed=args.seed, on_placement=show_placement)
     space = make_space(loaded.model, settings)
     budgets = {g: make_budget(space, args.budget, args.rate, g) for g in {a.granularity for a in arms} | {"layer"}}
     with progress_bar("calibration (shared by every cell)") as progress:

@@ -23,6 +23,7 @@ from graphs.nodes import SearchDeps, SearchSettings
 from graphs.runner import run_search
 from pruning.genome import PruningPlan
 from pruning.perplexity import perplexity
+from pruning.placement import is_dispatched
 from pruning.versions import versions
 from store.run_store import RunStore
 from tools.finalize import uniform_wanda_sp
@@ -117,9 +118,18 @@ def uniform_reference(setup: AblationSetup, out_dir: Path) -> dict:
     evaluator = FitnessEvaluator(context, setup.fitness_windows, kind=setup.fitness_kind, mode=setup.fitness_mode,
                                  batch_size=setup.batch_size)
     reference = {"uniform_fitness": evaluator.evaluate(uniform.plan).value,
-                 "uniform_test_ppl": perplexity(context.prune(uniform.plan), setup.test_windows, batch_size=setup.batch_size)}
+                 "uniform_test_ppl": plan_perplexity(context, uniform.plan, setup.test_windows, setup.batch_size)}
     path.write_text(json.dumps(reference, indent=2))
     return reference
+
+
+def plan_perplexity(context, plan, windows, batch_size: int) -> float:
+    """Test perplexity of a plan: on the physically pruned copy (as before), or under masks when the
+    model is spread over devices or offloaded, where no copy is made (masked == sliced, tested)."""
+    if is_dispatched(context.model):
+        with context.masked(plan) as model:
+            return perplexity(model, windows, batch_size=batch_size)
+    return perplexity(context.prune(plan), windows, batch_size=batch_size)
 
 
 def best_so_far(store: RunStore, kind: str) -> list[float]:
@@ -162,7 +172,7 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
         raise
     search_s = time.perf_counter() - started
     plan = PruningPlan.from_list(best["plan"])
-    test_ppl = perplexity(setup.context.prune(plan), setup.test_windows, batch_size=setup.batch_size)
+    test_ppl = plan_perplexity(setup.context, plan, setup.test_windows, setup.batch_size)
     curve = best_so_far(store, evaluator.cache_kind)
     llm = store.token_totals()
     cell = {

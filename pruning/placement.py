@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-GPU_RESERVE_BYTES = 2 * 2**30  # activations of a fitness batch, the LM-head chunk, CUDA context
+GPU_RESERVE_BYTES = 2 * 2**30  # at least: activations of a fitness batch, the LM-head chunk, CUDA context
 CPU_RESERVE_FRACTION = 0.15  # of available RAM: the process, the tokenizer, calibration statistics
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 
@@ -96,12 +96,19 @@ def physical_memory(gpus: list[int]) -> dict[int | str, int]:
     return out
 
 
-def default_max_memory(gpus: list[int]) -> dict[int | str, int]:
+def gpu_reserve(sizes: dict[str, int]) -> int:
+    """GPU memory kept free of weights: a batch's activations plus two layers' worth (an offloaded
+    layer brought in, and the slices of the layer being pruned in place)."""
+    largest = max((b for u, b in sizes.items() if u.startswith("model.layers.")), default=0)
+    return max(GPU_RESERVE_BYTES, 2 * largest + 2**30)
+
+
+def default_max_memory(gpus: list[int], reserve: int = GPU_RESERVE_BYTES) -> dict[int | str, int]:
     """What each visible device can take: free GPU memory less a reserve, most of the free RAM."""
     budget: dict[int | str, int] = {}
     for index in gpus:
         free, _ = torch.cuda.mem_get_info(index)
-        budget[index] = max(0, free - GPU_RESERVE_BYTES)
+        budget[index] = max(0, free - reserve)
     budget["cpu"] = int(available_ram() * (1 - CPU_RESERVE_FRACTION))
     return budget
 
@@ -231,11 +238,12 @@ def place(meta_model: nn.Module, dtype: torch.dtype, device: str, max_memory: di
         gpus = []
     elif gpus is None:
         gpus = [int(device.split(":")[1])] if ":" in device else list(range(torch.cuda.device_count()))
+    reserve = gpu_reserve(sizes)
     if max_memory is None:
-        budget = default_max_memory(gpus) if gpus else {"cpu": int(available_ram() * (1 - CPU_RESERVE_FRACTION))}
+        budget = default_max_memory(gpus, reserve) if gpus else {"cpu": int(available_ram() * (1 - CPU_RESERVE_FRACTION))}
     else:  # as in accelerate: the GPUs named are the GPUs used; RAM unnamed = most of what is free.
         # A GPU's figure is all it may hold: its weights get that less the working-set reserve.
-        budget = {k: (max(0, v - GPU_RESERVE_BYTES) if isinstance(k, int) else v)
+        budget = {k: (max(0, v - reserve) if isinstance(k, int) else v)
                   for k, v in max_memory.items() if k in gpus or k == "cpu"}
         budget.setdefault("cpu", int(available_ram() * (1 - CPU_RESERVE_FRACTION)))
     gpu_budget = {k: v for k, v in budget.items() if isinstance(k, int)}

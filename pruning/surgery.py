@@ -12,6 +12,7 @@ end of a run never holds two models.
 from __future__ import annotations
 
 import copy
+import gc
 
 import torch
 
@@ -208,8 +209,10 @@ def _release_unit(model, unit: str) -> None:
     parent_name, _, child = unit.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     module = getattr(parent, child) if not child.isdigit() else parent[int(child)]
+    hooked = False
     for sub in module.modules():
         hook = getattr(sub, "_hf_hook", None)
+        hooked |= hook is not None
         weights_map = getattr(hook, "weights_map", None)
         loader = getattr(weights_map, "dataset", None)
         state = getattr(loader, "state_dict", None)
@@ -220,3 +223,8 @@ def _release_unit(model, unit: str) -> None:
         parent[int(child)] = torch.nn.Module()
     else:
         setattr(parent, child, torch.nn.Module())
+    del module, sub
+    if hooked:
+        # accelerate's hooks make each module reference itself (module.forward -> closure -> module):
+        # without a collection its tensors would wait for the cyclic GC (measured: +7.8 GiB on an H200)
+        gc.collect()

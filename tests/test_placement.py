@@ -3,6 +3,7 @@ weights (importance, fingerprint, fitness, in-place pruning) giving what the res
 from __future__ import annotations
 
 import json
+import weakref
 
 import pytest
 import torch
@@ -87,8 +88,8 @@ def _context(model) -> PruningContext:
 
 def test_every_stage_on_offloaded_weights_matches_the_resident_model(tiny_dir, tmp_path):
     resident = load_model(str(tiny_dir), device="cpu", random_weights=True, dtype="float32").model
-    split = load_model(str(tiny_dir), device="cpu", random_weights=True, dtype="float32", max_memory="cpu=300KB",
-                       offload_folder=str(tmp_path / "offload")).model
+    split = load_model(str(tiny_dir), device="cpu", random_weights=True, dtype="float32", max_memory="cpu=800KB",
+                       offload_folder=str(tmp_path / "offload")).model  # fp32: 2 layers in RAM, 2 on disk
     assert model_fingerprint(split) == model_fingerprint(resident)
     a, b = _context(resident), _context(split)
     for x, y in zip(a.scores.layers, b.scores.layers):
@@ -100,7 +101,12 @@ def test_every_stage_on_offloaded_weights_matches_the_resident_model(tiny_dir, t
     assert fa == pytest.approx(fb, rel=1e-6)
     # In place, layer by layer: the pruned model keeps the placement and gives the sliced copy's logits.
     copy_logits = a.prune(plan)(windows(2, 16).input_ids).logits
+    resident_weights = [weakref.ref(split.model.layers[i].mlp.down_proj.weight) for i in range(4)
+                        if split.self_pruner_placement.device_map[f"model.layers.{i}"] == "cpu"]
+    assert resident_weights  # some layers stay in RAM under this budget
     pruned = b.prune_in_place(plan, offload_folder=str(tmp_path / "offload" / "pruned"))
+    # freed at once, not when the cyclic GC gets round to it (accelerate's hooks form cycles)
+    assert all(ref() is None for ref in resident_weights)
     assert pruned.self_pruner_placement.device_map == split.self_pruner_placement.device_map
     assert pruned.model.layers[3].mlp.down_proj.weight.device.type == "meta"  # still on disk
     assert all(len(list(layer.parameters())) == 0 for layer in split.model.layers)  # dense layers freed
