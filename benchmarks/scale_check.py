@@ -37,7 +37,7 @@ SHAPES = {
 TOY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128, "intermediate_size": 512,
        "num_attention_heads": 8, "num_key_value_heads": 2, "num_hidden_layers": 8, "vocab_size": 1000,
        "max_position_embeddings": 1024, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "hidden_act": "silu"}
-STAGE_LINE = re.compile(r"\] (.+) done in ([0-9.]+) s(?:, peak GPU memory of the process ([0-9.]+) GiB)?")
+STAGE_LINE = re.compile(r"\] (.+) done in ([0-9.]+) s(?:, peak GPU memory of the process ([0-9.]+) GiB)?(?:, peak RSS ([0-9.]+) GB)?")
 
 
 def config_dir(shape: str, layers: int | None, work: Path, name: str) -> Path:
@@ -64,7 +64,8 @@ def run(argv: list[str], log: Path, script: str | None = "main.py") -> dict:
     returncode = os.waitstatus_to_exitcode(status)
     text = log.read_text()
     stages = [{"stage": m.group(1), "seconds": float(m.group(2)),
-               "gpu_peak_gib": float(m.group(3)) if m.group(3) else None} for m in STAGE_LINE.finditer(text)]
+               "gpu_peak_gib": float(m.group(3)) if m.group(3) else None,
+               "peak_rss_gb": float(m.group(4)) if m.group(4) else None} for m in STAGE_LINE.finditer(text)]
     return {"argv": argv, "returncode": returncode, "wall_s": time.perf_counter() - started,
             "peak_rss_gb": usage.ru_maxrss / 2**20, "stages": stages, "tail": text[-3000:] if returncode else ""}
 

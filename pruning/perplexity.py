@@ -1,7 +1,10 @@
 """Perplexity over token windows, with the LM-head loss computed in chunks.
 
 Full fp32 logits for 8 x 512 tokens over a 49k vocabulary take 800 MB; we run the decoder once,
-then project and score `chunk_tokens` positions at a time, so memory stays flat for any vocab.
+then project and score `chunk_tokens` positions at a time, so memory stays flat for any vocab:
+`lm_head_chunk(vocab)` keeps one chunk's fp32 logits near 32 MB (262 tokens at a 32k vocabulary,
+65 at 128k). Measured on a 0.75B model: 1024-token chunks added 0.35 GB of RSS to a 4 x 512 pass,
+262-token chunks 0.12 GB, at the same speed.
 """
 from __future__ import annotations
 
@@ -16,11 +19,18 @@ from pruning.data import TokenWindows
 from pruning.placement import input_device
 
 Progress = Callable[[int, int], None]  # (done, total)
+CHUNK_ELEMENTS = 2**23  # fp32 logits per LM-head chunk (32 MiB)
+
+
+def lm_head_chunk(vocab_size: int) -> int:
+    """Positions scored per LM-head chunk."""
+    return max(64, min(1024, CHUNK_ELEMENTS // max(1, vocab_size)))
 
 
 @torch.inference_mode()
-def sequence_nll(model, input_ids: torch.Tensor, chunk_tokens: int = 1024) -> tuple[float, int]:
+def sequence_nll(model, input_ids: torch.Tensor, chunk_tokens: int | None = None) -> tuple[float, int]:
     """Summed next-token negative log-likelihood (fp32) and the number of predicted tokens."""
+    chunk_tokens = chunk_tokens or lm_head_chunk(model.config.vocab_size)
     adapter = DecoderAdapter(model)
     input_ids = input_ids.to(input_device(model))
     hidden = adapter.decoder(input_ids=input_ids, use_cache=False).last_hidden_state

@@ -17,6 +17,7 @@ import torch
 
 from pruning.budget import Budget
 from pruning.genome import PruningPlan
+from pruning.perplexity import lm_head_chunk
 from pruning.placement import Placement, parse_size
 from pruning.repair import repair
 from pruning.space import PruningSpace
@@ -25,7 +26,6 @@ from pruning.space import PruningSpace
 FORWARD_FLOPS = {"cuda": 300e12, "cpu": 0.6e12}
 OFFLOAD_BYTES_PER_S = {"cpu": 20e9, "disk": 1.5e9}  # PCIe host-to-GPU; NVMe read (CPU-only: disk read)
 SHARD_BYTES = parse_size("5GB")
-CHUNK_TOKENS = 1024  # perplexity / fitness LM-head chunk (pruning/perplexity.py, tools/fitness.py)
 
 
 @dataclass
@@ -95,7 +95,7 @@ def estimate(space: PruningSpace, budget: Budget, placement: Placement, dtype: t
     fit_tokens = run.batch_size * run.fitness_seqlen
     inter = max(layer.intermediate_size for layer in space.shape.layers)
     calib_work = activation_bytes(space, calib_tokens, nbytes) + 2 * calib_tokens * inter * 8  # x and x*x in float64
-    fit_work = activation_bytes(space, fit_tokens, nbytes) + 2 * CHUNK_TOKENS * vocab * 4
+    fit_work = activation_bytes(space, fit_tokens, nbytes) + 2 * lm_head_chunk(vocab) * vocab * 4
     layer_in = largest_layer_bytes(space, nbytes) if placement.offloaded() else 0  # an offloaded layer brought in
 
     def stage(extra_main: int, extra_cpu: int = 0) -> dict:

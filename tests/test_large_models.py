@@ -32,11 +32,12 @@ def search(model_dir: Path, out: Path, *extra: str) -> int:
                       "--eval-seqlen", "64", "--zero-shot", "off", "--timing", "off", "--out", str(out), *extra])
 
 
-def test_search_split_over_cpu_and_disk_gives_the_unsplit_checkpoint(tiny_dir, tmp_path, capsys):
+def test_search_split_over_cpu_and_disk_gives_the_unsplit_checkpoint(tiny_dir, tmp_path, capsys, shared_data_dir):
     from transformers import AutoModelForCausalLM
 
     assert search(tiny_dir, tmp_path / "whole") == 0
-    assert search(tiny_dir, tmp_path / "split", "--max-memory", "cpu=400KB") == 0
+    zero_shot = ["--zero-shot", "on", "--eval-limit", "2", "--data-dir", shared_data_dir] if shared_data_dir else []
+    assert search(tiny_dir, tmp_path / "split", "--max-memory", "cpu=400KB", *zero_shot) == 0
     log = capsys.readouterr().err
     assert "disk:" in log and "units offloaded" in log  # the placement line, before calibration
     assert log.index("placement:") < log.index("calibration ...")
@@ -54,6 +55,9 @@ def test_search_split_over_cpu_and_disk_gives_the_unsplit_checkpoint(tiny_dir, t
     assert torch.equal(logits[0], logits[1])
     summary = json.loads((tmp_path / "split" / "summary.json").read_text())
     assert set(summary["prepare_seconds"]) == {"statistics", "importance"}
+    if shared_data_dir:  # lm-eval on the offloaded dense, masked and pruned models
+        assert set(summary["final"]["zero_shot"]) == {"dense", "uniform wanda-sp", "searched"}
+        assert all(0 <= r["average"] <= 1 for r in summary["final"]["zero_shot"].values())
 
 
 @pytest.mark.parametrize("name,dense", [("llama-2-70b", 68_976_648_192), ("llama-3-70b", 70_553_706_496)])

@@ -21,6 +21,7 @@ from pruning.adapter import DecoderAdapter
 from pruning.context import PruningContext
 from pruning.data import TokenWindows
 from pruning.genome import PruningPlan
+from pruning.perplexity import lm_head_chunk
 from pruning.placement import available_ram, input_device, is_dispatched
 
 FITNESS_KINDS = ("ppl", "kl")
@@ -37,13 +38,14 @@ class FitnessResult:
 
 class FitnessEvaluator:
     def __init__(self, context: PruningContext, windows: TokenWindows, kind: str = "ppl", mode: str = "auto",
-                 store=None, batch_size: int = 4, chunk_tokens: int = 1024):
+                 store=None, batch_size: int = 4, chunk_tokens: int | None = None):
         if kind not in FITNESS_KINDS:
             raise ValueError(f"--fitness must be one of {', '.join(FITNESS_KINDS)}, not {kind!r}")
         if mode not in MODES:
             raise ValueError(f"fitness mode must be one of {MODES}")
         self.context, self.windows, self.kind, self.mode = context, windows, kind, mode
-        self.store, self.batch_size, self.chunk_tokens = store, batch_size, chunk_tokens
+        self.store, self.batch_size = store, batch_size
+        self.chunk_tokens = chunk_tokens or lm_head_chunk(context.model.config.vocab_size)
         self.memory: dict[str, float] = {}
         self.evaluations = 0  # real (uncached) evaluations made by this process
         self._dense_logprobs: list[torch.Tensor] | None = None

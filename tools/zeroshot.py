@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from pruning.placement import input_device
 from tools.zeroshot_tasks import TASKS, task_config
 
@@ -27,6 +29,9 @@ def zero_shot(model, tokenizer, tasks: list[str] | tuple[str, ...] = TASKS, data
         raise ValueError("zero-shot evaluation offline needs --data-dir (boolq/, piqa/, hellaswag/, ... under it)")
     device = str(input_device(model))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size)
+    # HFLM takes a passed model's device from `model.device` (its first parameter): meta when the
+    # embeddings are offloaded. Inputs belong where the embeddings compute.
+    lm._device = torch.device(device)
     started = time.perf_counter()
     if online:
         specs, manager = list(tasks), TaskManager()

@@ -1,6 +1,7 @@
 """One shared rich console (stderr for progress, stdout for results) and progress bars."""
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from contextlib import contextmanager
@@ -53,8 +54,10 @@ def stage(name: str) -> Iterator[None]:
     except torch.OutOfMemoryError as err:
         raise OutOfMemory(name, str(err)) from err
     seconds, peak = time.perf_counter() - started, gpu_peak_gib()
-    STAGES.append({"stage": name, "seconds": seconds, "gpu_peak_gib": peak})
-    log_line(f"{name} done in {seconds:.1f} s" + (f", peak GPU memory of the process {peak:.1f} GiB" if peak is not None else ""))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+    STAGES.append({"stage": name, "seconds": seconds, "gpu_peak_gib": peak, "peak_rss_gb": rss})
+    log_line(f"{name} done in {seconds:.1f} s" + (f", peak GPU memory of the process {peak:.1f} GiB" if peak is not None else "")
+             + f", peak RSS {rss:.2f} GB")
 
 
 @contextmanager
