@@ -2,6 +2,7 @@
 weight is read, the offload folders, and the placement line printed before calibration."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -60,7 +61,12 @@ def feasibility(args, settings, offload_folder: str | None, hypothetical: bool =
     space = make_space(meta, settings)
     budget = make_budget(space, args.budget, args.rate if args.budget is None else None, settings.granularity)
     if imagined:
-        placement = place(meta, dtype, device, limits, offload_folder, gpus=named_gpus)
+        quiet = logging.getLogger("accelerate.utils.modeling")  # "Device 0 is not available": we know
+        level, quiet.level = quiet.level, logging.ERROR
+        try:
+            placement = place(meta, dtype, device, limits, offload_folder, gpus=named_gpus)
+        finally:
+            quiet.setLevel(level)
         free = {**physical_memory([]), **{k: v for k, v in limits.items() if isinstance(k, int)}}
         if "cpu" in limits:
             free["cpu"] = limits["cpu"]

@@ -12,9 +12,9 @@ from pruning.checkpoint import save_pruned
 from pruning.data import load_windows
 from pruning.decilm import decilm_expressible, export_decilm
 from pruning.importance import wanda_outlier_ratios
-from pruning.loading import load_model
+from pruning.loading import load_model, load_tokenizer
 from pruning.perplexity import perplexity
-from pruning.prepare import PruneSettings, make_budget, make_space, prepare
+from pruning.prepare import PruneSettings, calibration_windows, make_budget, make_space, prepare
 from pruning.repair import repair
 from pruning.versions import versions
 from commands.placement_args import check_feasible, offload_folder_for, pruned_offload_folder, show_placement
@@ -53,15 +53,20 @@ def run_prune(args) -> int:
     started = time.perf_counter()
     out = Path(args.out) if args.out else Path("runs") / f"prune-{datetime.now():%Y%m%d-%H%M%S}" / "model"
     check_feasible(args, settings, offload_folder_for(args, out.parent))  # an impossible budget or machine fails here, before any weight is read
+    with stage("data"):  # text before weights: tokenizing must not stack on the model's memory
+        tokenizer = load_tokenizer(args.model, args.random_weights)
+        calibration = calibration_windows(tokenizer, settings)
+        test = None if args.no_eval else \
+            load_windows("wikitext2", "test", tokenizer, args.eval_seqlen, settings.data_dir).head(args.eval_windows or None)
     with stage("loading"), err_console.status(f"loading {args.model} ..."):
         loaded = load_model(args.model, dtype=args.dtype, device=args.device, max_memory=args.max_memory,
                             offload_folder=offload_folder_for(args, out.parent), random_weights=args.random_weights,
-                            seed=args.seed, on_placement=show_placement)
+                            seed=args.seed, on_placement=show_placement, tokenizer=tokenizer)
     model, tokenizer = loaded.model, loaded.tokenizer
     space = make_space(model, settings)
     budget = make_budget(space, args.budget, args.rate, settings.granularity)
     with stage("calibration"), progress_bar("calibration") as progress:
-        context, cached = prepare(model, tokenizer, settings, progress=progress)
+        context, cached = prepare(model, tokenizer, settings, progress=progress, calibration=calibration)
     if cached:
         err_console.print("importance statistics: read from cache")
 
@@ -83,9 +88,7 @@ def run_prune(args) -> int:
     rows = [{"name": f"dense {args.model}", "total": budget.dense_params, "blocks": budget.block_params},
             {"name": f"pruned ({args.allocation}, {settings.metric})", "total": result.total_params,
              "blocks": result.block_params}]
-    test = None
-    if not args.no_eval:
-        test = load_windows("wikitext2", "test", tokenizer, args.eval_seqlen, settings.data_dir).head(args.eval_windows or None)
+    if test is not None:
         rows[0]["ppl"] = _perplexity(rows[0]["name"], model, test, settings.batch_size)
     # The dense model becomes the pruned one layer by layer: never two models in memory.
     with stage("pruning in place"), progress_bar("pruning in place") as progress:

@@ -20,8 +20,8 @@ from graphs.nodes import SearchDeps, SearchSettings
 from graphs.runner import run_search
 from pruning.data import load_windows
 from pruning.importance import layer_importance
-from pruning.loading import load_model
-from pruning.prepare import make_budget, make_space, prepare
+from pruning.loading import load_model, load_tokenizer
+from pruning.prepare import calibration_windows, make_budget, make_space, prepare
 from pruning.versions import versions
 from store.run_store import RunStore
 from tools.finalize import finalize_search
@@ -132,16 +132,23 @@ def _search(args, run_id, run_dir, resume, prompts, settings, backend) -> int:
 
 
 def _search_stages(args, run_id, run_dir, resume, prompts, settings, backend) -> int:
+    # Text first, weights second: tokenizing a split is a transient that must not stack on the
+    # model, and missing data fails before a long load.
+    with stage("data"):
+        tokenizer = load_tokenizer(args.model, args.random_weights)
+        calibration = calibration_windows(tokenizer, settings)
+        fitness_windows = load_windows("wikitext2", "validation", tokenizer, args.fitness_seqlen, settings.data_dir)
+        fitness_windows = fitness_windows.tail(max(1, args.fitness_tokens // args.fitness_seqlen))
+        test = load_windows("wikitext2", "test", tokenizer, args.eval_seqlen, settings.data_dir)
+        test = test.head(args.final_eval_windows or None)
     with stage("loading"), err_console.status(f"loading {args.model} ..."):
         loaded = load_model(args.model, dtype=args.dtype, device=args.device, max_memory=args.max_memory,
                             offload_folder=offload_folder_for(args, run_dir), random_weights=args.random_weights,
-                            seed=args.seed, on_placement=show_placement)
+                            seed=args.seed, on_placement=show_placement, tokenizer=tokenizer)
     space = make_space(loaded.model, settings)
     budget = make_budget(space, args.budget, args.rate, settings.granularity)
     with stage("calibration"), progress_bar("calibration") as progress:
-        context, _ = prepare(loaded.model, loaded.tokenizer, settings, progress=progress)
-    fitness_windows = load_windows("wikitext2", "validation", loaded.tokenizer, args.fitness_seqlen, settings.data_dir)
-    fitness_windows = fitness_windows.tail(max(1, args.fitness_tokens // args.fitness_seqlen))
+        context, _ = prepare(loaded.model, loaded.tokenizer, settings, progress=progress, calibration=calibration)
 
     store = RunStore(run_dir / "run.db")
     stored_args = {k: getattr(args, k, None) for k in RESUMABLE_ARGS}
@@ -153,8 +160,6 @@ def _search_stages(args, run_id, run_dir, resume, prompts, settings, backend) ->
         search_settings = SearchSettings(population=args.population, generations=args.generations,
                                          offspring=args.offspring, patience=args.patience, seed=args.seed,
                                          granularity=settings.granularity, model_name=args.model)
-        test = load_windows("wikitext2", "test", loaded.tokenizer, args.eval_seqlen, settings.data_dir)
-        test = test.head(args.final_eval_windows or None)
         record = {"source_model": loaded.name, "run_id": run_id, "budget": budget.to_dict(),
                   "settings": settings.to_dict(), "agent": args.agent, "versions": versions()}
 

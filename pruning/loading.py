@@ -137,12 +137,14 @@ def resolve_source(name: str) -> str:
 
 def load_model(name: str, dtype: str | torch.dtype = "auto", device: str = "auto", max_memory: str | dict | None = None,
                offload_folder: str | None = None, random_weights: bool = False, seed: int = 0,
-               on_placement=None) -> LoadedModel:
+               on_placement=None, tokenizer=None) -> LoadedModel:
     """Load model + tokenizer, placed by `pruning.placement.place` (one GPU, several, CPU, disk).
 
     random_weights: build the weights from the config (normal(0, initializer_range), norms 1)
     instead of reading them: for scale checks and for measuring speed before a download.
     on_placement(placement): called with the chosen placement before any weight is read.
+    tokenizer: one loaded before (`load_tokenizer`), so text can be tokenized before the weights
+    take the memory.
     """
 
     from pruning.placement import parse_max_memory, place
@@ -161,13 +163,23 @@ def load_model(name: str, dtype: str | torch.dtype = "auto", device: str = "auto
             model = _random_model(meta, placement, torch_dtype, seed)
         else:
             model = _pretrained_model(source, config, placement, torch_dtype)
-        tokenizer = _tokenizer(source, random_weights, config)
+        tokenizer = tokenizer or _tokenizer(source, random_weights, config)
     except OSError as err:  # missing files, unreadable checkpoint
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"could not load {name!r} ({source}): {first}") from err
     model.self_pruner_placement = placement
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source)
+
+
+def load_tokenizer(name: str, random_weights: bool = False):
+    """The model's tokenizer alone (no weights): data can be prepared before the model is loaded."""
+    source = resolve_source(name)
+    config = load_config(name, source)
+    try:
+        return _tokenizer(source, random_weights, config)
+    except OSError as err:
+        raise ModelLoadError(f"could not load the tokenizer of {name!r} ({source}): {err}") from err
 
 
 def _tokenizer(source: str, random_weights: bool, config):

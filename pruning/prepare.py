@@ -57,11 +57,17 @@ def make_budget(space: PruningSpace, budget: str | None, rate: float | None, gra
     return budget_from_args(space.shape, budget, rate, space.min_total_params(granularity))
 
 
-def prepare(model, tokenizer, settings: PruneSettings, progress=None) -> tuple[PruningContext, bool]:
-    """Calibrate (or read the cached statistics) and score. Returns (context, from_cache)."""
+def calibration_windows(tokenizer, settings: PruneSettings):
+    """The calibration sample (validation split: calibration never sees the test split)."""
+    windows = load_windows(settings.calib_data, "validation", tokenizer, settings.calib_seqlen, settings.data_dir)
+    return windows.sample(settings.calib_samples, seed=settings.seed)
+
+
+def prepare(model, tokenizer, settings: PruneSettings, progress=None, calibration=None) -> tuple[PruningContext, bool]:
+    """Calibrate (or read the cached statistics) and score. Returns (context, from_cache).
+    calibration: windows tokenized before the model was loaded (else tokenized here)."""
     space = make_space(model, settings)
-    split = "validation"  # calibration never sees the test split
-    windows = load_windows(settings.calib_data, split, tokenizer, settings.calib_seqlen, settings.data_dir)
-    calibration = windows.sample(settings.calib_samples, seed=settings.seed)
+    if calibration is None:
+        calibration = calibration_windows(tokenizer, settings)
     return build_context(model, space, settings.metric, calibration, Path(cache_dir()) / "stats",
                          calibration_seed=settings.seed, batch_size=settings.batch_size, progress=progress)
