@@ -26,6 +26,7 @@ from pruning.placement import input_device, materialized
 
 METRICS = ("wanda-sp", "flap", "magnitude")
 SITES = ("attn_in", "attn_heads", "mlp_in", "mlp_hidden")  # inputs of q, o, gate, down
+STAT_ROWS = 256  # token rows converted to float64 at once by the statistics hooks
 
 
 @dataclass
@@ -78,13 +79,20 @@ def collect_activation_stats(
 
     def make_hook(layer_idx: int, site: str):
         def hook(_module, args):
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
+            x = args[0].detach().reshape(-1, args[0].shape[-1])
+            total = x.sum(0, dtype=torch.float64)
+            squares = torch.zeros_like(total)
+            # float64 copies a few rows at a time: a whole batch's copy (67 MB at 4 x 512 x 4096) and
+            # its square, thousands of times per pass, fragmented the allocator (BENCHMARKS.md)
+            for start in range(0, x.shape[0], STAT_ROWS):
+                part = x[start : start + STAT_ROWS].to(torch.float64)
+                squares += (part * part).sum(0)
             slot = accum[layer_idx].get(site)
             if slot is None:
-                accum[layer_idx][site] = [x.sum(0), (x * x).sum(0), x.shape[0]]
+                accum[layer_idx][site] = [total, squares, x.shape[0]]
             else:
-                slot[0] += x.sum(0)
-                slot[1] += (x * x).sum(0)
+                slot[0] += total
+                slot[1] += squares
                 slot[2] += x.shape[0]
 
         return hook
