@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pruning.budget import BudgetError, format_params
+from pruning.budget import format_params
 from pruning.placement import Placement, PlacementError, parse_max_memory, physical_memory, place
 from pruning.resources import Estimate, RunShape, estimate
 
@@ -73,7 +73,7 @@ def feasibility(args, settings, offload_folder: str | None, hypothetical: bool =
     else:
         placement = place(meta, dtype, device, limits, offload_folder)
         # --max-memory caps where weights go; what a stage needs beyond them is checked against what is free
-        free = physical_memory([d for d in placement.capacity if isinstance(d, int)])
+        free = physical_memory([d for d in placement.devices if isinstance(d, int)])
     return estimate(space, budget, placement, dtype, run_shape(args), free, settings.granularity)
 
 
@@ -85,6 +85,3 @@ def check_feasible(args, settings, offload_folder: str | None = None) -> Estimat
                              + "; ".join(est.problems) + ". See `python main.py plan` and pass --max-memory")
     return est
 
-
-__all__ = ["BudgetError", "check_feasible", "feasibility", "offload_folder_for", "pruned_offload_folder",
-           "show_placement", "run_shape"]

@@ -93,8 +93,7 @@ def run_prune(args) -> int:
     # The dense model becomes the pruned one layer by layer: never two models in memory.
     with stage("pruning in place"), progress_bar("pruning in place") as progress:
         pruned = context.prune_in_place(result.plan, offload_folder=pruned_offload_folder(loaded), progress=progress)
-    del model
-    context.model = pruned
+    del model  # consumed: its layers now belong to `pruned`
     if test is not None:
         rows[1]["ppl"] = _perplexity(rows[1]["name"], pruned, test, settings.batch_size)
         record["wikitext2_test"] = {"seqlen": args.eval_seqlen, "windows": len(test),

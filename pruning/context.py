@@ -59,11 +59,13 @@ class PruningContext:
         return prune_model(self.model, selections, self.space.pruned_shape(plan), self.biases(selections))
 
     def prune_in_place(self, plan: PruningPlan, offload_folder: str | None = None, progress=None):
-        """The pruned model, made from the dense one layer by layer: the dense model is consumed
-        (this context, and any other sharing its model, cannot be used afterwards)."""
+        """The pruned model, made from the dense one layer by layer: the dense model is consumed, and
+        this context's model becomes the pruned one (other contexts sharing the dense model must not
+        be used afterwards)."""
         selections = self.selections(plan)
-        return prune_in_place(self.model, selections, self.space.pruned_shape(plan), self.biases(selections),
-                              offload_folder=offload_folder, progress=progress)
+        self.model = prune_in_place(self.model, selections, self.space.pruned_shape(plan), self.biases(selections),
+                                    offload_folder=offload_folder, progress=progress)
+        return self.model
 
 
 def build_context(model, space: PruningSpace, metric: str, calibration: TokenWindows, cache_dir: Path | None,

@@ -142,12 +142,7 @@ def _column_scores(weight: torch.Tensor, stats: SiteStats, metric: str) -> torch
     total = torch.zeros(weight.shape[1], dtype=torch.float32, device=device)
     for start in range(0, weight.shape[0], ROW_CHUNK):
         w = weight[start : start + ROW_CHUNK].detach().float()
-        if metric == "wanda-sp":
-            total += w.abs().sum(dim=0)
-        elif metric == "flap":
-            total += w.pow(2).sum(dim=0)
-        else:
-            total += w.abs().sum(dim=0)
+        total += (w.pow(2) if metric == "flap" else w.abs()).sum(dim=0)  # ||W_j||^2, else ||W_j||_1
     if metric == "wanda-sp":
         return (total / weight.shape[0] * stats.mean_square.to(device=device, dtype=torch.float32).sqrt()).cpu()
     if metric == "flap":

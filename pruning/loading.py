@@ -292,12 +292,12 @@ def _random_model(meta, placement, torch_dtype, seed: int):
         device = torch.device(placement.main_device)
         tensors = {}
         for pname, param in module.named_parameters():
-            generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(f"{unit}.{pname}".encode()))
             if pname.endswith("norm.weight") or unit == "model.norm":
                 value = torch.ones(param.shape, dtype=torch_dtype, device=device)
             elif pname.endswith("bias"):
                 value = torch.zeros(param.shape, dtype=torch_dtype, device=device)
             else:
+                generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(f"{unit}.{pname}".encode()))
                 value = torch.empty(param.shape, dtype=torch_dtype, device=device).normal_(0.0, std, generator=generator)
             tensors[pname] = value
         writer.put(unit, tensors, dict(module.named_buffers()))

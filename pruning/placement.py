@@ -146,7 +146,6 @@ class Placement:
     device_map: dict[str, int | str]  # unit -> GPU index, "cpu" or "disk"
     offload_folder: str | None = None
     sizes: dict[str, int] = field(default_factory=dict)  # unit -> bytes
-    capacity: dict = field(default_factory=dict)  # device -> bytes it was allowed to hold
 
     @property
     def devices(self) -> list:
@@ -234,7 +233,7 @@ def place(meta_model: nn.Module, dtype: torch.dtype, device: str, max_memory: di
     sizes = unit_sizes(meta_model, dtype)
     total = sum(sizes.values())
     no_split = [type(meta_model.model.layers[0]).__name__]
-    if device == "cpu" or device.startswith("cpu"):
+    if device.startswith("cpu"):
         gpus = []
     elif gpus is None:
         gpus = [int(device.split(":")[1])] if ":" in device else list(range(torch.cuda.device_count()))
@@ -250,17 +249,16 @@ def place(meta_model: nn.Module, dtype: torch.dtype, device: str, max_memory: di
     if gpu_budget:
         first = min(gpu_budget)
         if total <= gpu_budget[first]:
-            return Placement({u: first for u in sizes}, None, sizes, budget)  # fits one GPU: no hooks at all
+            return Placement({u: first for u in sizes}, None, sizes)  # fits one GPU: no hooks at all
     elif total <= budget.get("cpu", 0):
-        return Placement({u: "cpu" for u in sizes}, None, sizes, budget)
-    capacity = dict(budget)
+        return Placement({u: "cpu" for u in sizes}, None, sizes)
     if len(gpu_budget) > 1 and total <= sum(gpu_budget.values()):
         budget = get_balanced_memory(meta_model, max_memory=budget, no_split_module_classes=no_split, dtype=dtype)
     device_map = infer_auto_device_map(meta_model, max_memory=budget, no_split_module_classes=no_split, dtype=dtype)
     device_map = expand_device_map(device_map, meta_model)
     if "disk" in device_map.values() and offload_folder is None:
         raise PlacementError("the model needs disk offload under this --max-memory: pass --offload-folder DIR")
-    return Placement(device_map, offload_folder if "disk" in device_map.values() else None, sizes, capacity)
+    return Placement(device_map, offload_folder if "disk" in device_map.values() else None, sizes)
 
 
 # -- reading weights wherever they are ---------------------------------------------------------

@@ -18,7 +18,8 @@ import torch
 from pruning.budget import Budget
 from pruning.genome import PruningPlan
 from pruning.perplexity import lm_head_chunk
-from pruning.placement import Placement, parse_size
+from pruning.importance import STAT_ROWS
+from pruning.placement import Placement, parse_size, torch_device_name
 from pruning.repair import repair
 from pruning.space import PruningSpace
 
@@ -66,7 +67,7 @@ class Estimate:
 
 def activation_bytes(space: PruningSpace, tokens: int, dtype_bytes: int) -> int:
     """One decoder layer's working set for `tokens` positions: hidden states, q/k/v, the MLP's
-    gate/up/act, and the float64 copy our calibration hooks make of the widest input."""
+    gate/up/act."""
     shape = space.shape
     layer = max(shape.layers, key=lambda l: l.intermediate_size)
     h, d = shape.hidden_size, shape.head_dim
@@ -88,21 +89,19 @@ def estimate(space: PruningSpace, budget: Budget, placement: Placement, dtype: t
     est = Estimate(budget.dense_params, budget.target_params, budget.average_rate, plan, space, nbytes, placement,
                    capacity=dict(capacity or {}))
     resident = {d: placement.bytes_on(d) for d in placement.devices}
-    main = placement.main_device
     main_key = next((d for d in placement.devices if d not in ("cpu", "disk")), "cpu")
     vocab = space.shape.vocab_size
     calib_tokens = run.batch_size * run.calib_seqlen
     fit_tokens = run.batch_size * run.fitness_seqlen
     inter = max(layer.intermediate_size for layer in space.shape.layers)
-    calib_work = activation_bytes(space, calib_tokens, nbytes) + 2 * calib_tokens * inter * 8  # x and x*x in float64
+    # the statistics hooks' float64 rows and their squares (pruning/importance.py)
+    calib_work = activation_bytes(space, calib_tokens, nbytes) + 2 * min(calib_tokens, STAT_ROWS) * inter * 8
     fit_work = activation_bytes(space, fit_tokens, nbytes) + 2 * lm_head_chunk(vocab) * vocab * 4
     layer_in = largest_layer_bytes(space, nbytes) if placement.offloaded() else 0  # an offloaded layer brought in
 
-    def stage(extra_main: int, extra_cpu: int = 0) -> dict:
+    def stage(extra_main: int) -> dict:
         out = dict(resident)
         out[main_key] = out.get(main_key, 0) + extra_main + layer_in
-        if extra_cpu:
-            out["cpu"] = out.get("cpu", 0) + extra_cpu
         return out
 
     est.stages["load"] = stage(0)
@@ -116,7 +115,7 @@ def estimate(space: PruningSpace, budget: Budget, placement: Placement, dtype: t
             for device, bytes_ in need.items():
                 cap = capacity.get(device)
                 if device != "disk" and cap is not None and bytes_ > cap:
-                    est.problems.append(f"{name}: needs {bytes_ / 2**30:.1f} GiB on {_name(device)}, "
+                    est.problems.append(f"{name}: needs {bytes_ / 2**30:.1f} GiB on {torch_device_name(device)}, "
                                         f"{cap / 2**30:.1f} GiB available")
         # The dense model's disk part is read from the checkpoint's own safetensors (transformers
         # offloads in place); the pruned model's disk part is written to the offload folder.
@@ -157,6 +156,3 @@ def _free_disk(folder: str) -> int | None:
     except OSError:
         return None
 
-
-def _name(device) -> str:
-    return f"cuda:{device}" if isinstance(device, int) else str(device)

@@ -70,7 +70,6 @@ def finalize_search(best: dict, context: PruningContext, budget: Budget, tokeniz
             pruned = context.prune_in_place(plan, offload_folder=offload_folder, progress=progress)
     else:
         pruned = context.prune_in_place(plan, offload_folder=offload_folder)
-    context.model = baseline_context.model = pruned  # the dense model is gone: nothing may mask it again
     measure("searched", pruned)
     params = {"dense": budget.dense_params, "uniform wanda-sp": baseline.total_params,
               "searched": best["total_params"], "budget": budget.target_params}
