@@ -28,6 +28,7 @@ from tools.finalize import finalize_search
 from tools.fitness import FitnessEvaluator
 from tools.report import write_report
 from tools.zeroshot_tasks import TASKS, task_file
+from commands.cpu_heap import configure_cpu_heap
 from commands.placement_args import check_feasible, offload_folder_for, pruned_offload_folder, show_placement
 from pruning.placement import OutOfMemory
 from ui.console import STAGES, console, err_console, log_line, plain_output, progress_bar, stage
@@ -111,7 +112,8 @@ def run_search_command(args) -> int:
     prompts = PromptSet.load(args.prompts, prompt_overrides(args.prompt)) if args.agent != "classic" else None
     settings = settings_from_args(args)
     with stage("checking the budget and the machine (config only)"):
-        check_feasible(args, settings, offload_folder_for(args, run_dir))
+        estimate = check_feasible(args, settings, offload_folder_for(args, run_dir))
+    configure_cpu_heap(args.cpu_heap, estimate.placement.main_device)
     # The agent first: an unreachable URL or a missing key should fail before minutes of loading.
     with err_console.status(f"starting agent backend {args.agent} ..."):
         backend = make_backend(args.agent, args.agent_model, args.temperature, args.max_tokens, args.agent_timeout,

@@ -94,8 +94,8 @@ def estimate(space: PruningSpace, budget: Budget, placement: Placement, dtype: t
     calib_tokens = run.batch_size * run.calib_seqlen
     fit_tokens = run.batch_size * run.fitness_seqlen
     inter = max(layer.intermediate_size for layer in space.shape.layers)
-    # the statistics hooks' float64 rows and their squares (pruning/importance.py)
-    calib_work = activation_bytes(space, calib_tokens, nbytes) + 2 * min(calib_tokens, STAT_ROWS) * inter * 8
+    # the statistics hooks' float64 buffers, one per input width (pruning/importance.py)
+    calib_work = activation_bytes(space, calib_tokens, nbytes) + STAT_ROWS * (space.shape.hidden_size + inter) * 8
     fit_work = activation_bytes(space, fit_tokens, nbytes) + 2 * lm_head_chunk(vocab) * vocab * 4
     layer_in = largest_layer_bytes(space, nbytes) if placement.offloaded() else 0  # an offloaded layer brought in
 
