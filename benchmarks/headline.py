@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from assembly.config import RunConfig  # noqa: E402
 from benchmarks.common import RESULTS, ResultStore, machine  # noqa: E402
 from commands.prune import choose_genome  # noqa: E402
 from graphs.ablation import AblationSetup, parse_arm, run_cell, uniform_reference  # noqa: E402
@@ -78,7 +79,7 @@ class Bench:
         self.test128 = load_windows("wikitext2", "test", self.tokenizer, 128, a.data_dir).head(4 * a.test_windows)
         fitness = load_windows("wikitext2", "validation", self.tokenizer, 512, a.data_dir)
         self.fitness = fitness.tail(2048 // 512)  # the CLI's defaults: ablation cells stay comparable
-        self.cli_defaults = vars(build_parser().parse_args(["ablate", "--data-dir", a.data_dir or "."]))
+        self.cli_defaults = RunConfig.from_args(build_parser().parse_args(["ablate", "--data-dir", a.data_dir or "."]))
         self.backend_factory = lambda: make_backend("local")  # the CLI's agent defaults
 
     def _tiny(self):
@@ -143,9 +144,9 @@ def search_cells(bench: Bench, rate: float, arm: str, seeds: list[int], out_root
     out_dir = out_root / f"ablation-rate{rate}"
     setup = bench.setup(rate)
     if bench.cli_defaults is not None:  # the same folder `main.py ablate --rate R` would use: same settings
-        from commands.ablate import COMPARABLE, check_settings
+        from commands.ablate import check_settings
 
-        check_settings(out_dir, {k: ({**bench.cli_defaults, "rate": rate}).get(k) for k in COMPARABLE})
+        check_settings(out_dir, replace(bench.cli_defaults, rate=rate).measured())
     out_dir.mkdir(parents=True, exist_ok=True)
     uniform_reference(setup, out_dir)  # the ablation report's reference line
     cells = []

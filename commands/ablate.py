@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from agents.chat import make_backend
+from assembly.config import RunConfig
 from graphs.ablation import DEFAULT_ARMS, AblationSetup, parse_arm, run_cell, uniform_reference
 from pruning.data import load_windows
 from pruning.importance import layer_importance
@@ -20,13 +21,6 @@ from pruning.loading import load_model
 from pruning.prepare import make_budget, make_space, prepare
 from ui.ablation_report import rich_table, verdict, write_ablation_report
 from ui.console import console, err_console, progress_bar
-
-# Settings that change what a cell measures: a folder made with other values cannot be resumed.
-COMPARABLE = ("model", "dtype", "budget", "rate", "metric", "gqa", "mlp_unit", "min_rate", "max_rate",
-              "bias_compensation", "calib_data", "calib_samples", "calib_seqlen", "seed", "agent", "agent_model",
-              "temperature", "max_tokens", "retries", "population", "generations", "offspring", "fitness",
-              "fitness_tokens", "fitness_seqlen", "final_eval_windows", "eval_seqlen")
-
 
 def parse_seeds(text: str) -> list[int]:
     try:
@@ -39,10 +33,14 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def check_settings(out_dir: Path, settings: dict) -> None:
+    """settings: `RunConfig.measured()` (what a cell measures). A folder made with other values is
+    refused; a key an older folder did not store counts as that older default (RunConfig's)."""
     path = out_dir / "settings.json"
     if path.exists():
         stored = json.loads(path.read_text())
-        changed = {k: (stored.get(k), settings.get(k)) for k in COMPARABLE if stored.get(k) != settings.get(k)}
+        defaults = RunConfig().measured()
+        changed = {k: (stored.get(k, defaults[k]), v) for k, v in settings.items()
+                   if k in defaults and stored.get(k, defaults[k]) != v}
         if changed:
             listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise ValueError(f"ablation folder {out_dir} was made with other settings ({listed}); "
@@ -57,18 +55,17 @@ def load_cells(out_dir: Path) -> list[dict]:
 
 
 def run_ablate(args) -> int:
-    from commands.prune import settings_from_args
-
     arms = [parse_arm(a) for a in (args.arms.split(",") if args.arms else DEFAULT_ARMS) if a.strip()]
     seeds = parse_seeds(args.seeds)
     if args.budget is None and args.rate is None:
         args.rate = 0.2
     out_dir = Path(args.out) if args.out else Path("runs") / f"ablation-{datetime.now():%Y%m%d-%H%M%S}"
-    settings_record = {k: getattr(args, k, None) for k in COMPARABLE}
+    config = RunConfig.from_args(args)
+    settings_record = config.measured()
     if args.report_only:
         return _report(out_dir, [a.name for a in arms], None)
     check_settings(out_dir, settings_record)
-    settings = settings_from_args(args)
+    settings = config.prune_settings()
     if any(arm.uses_llm for arm in arms) and args.agent == "classic":
         raise ValueError("LLM arms need --agent local, openai:<model> or a URL (not classic); or drop those arms")
     with err_console.status(f"loading {args.model} ..."):

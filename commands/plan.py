@@ -30,11 +30,11 @@ def plan_rows(est) -> list[tuple[str, int, int, int]]:
 
 
 def run_plan(args) -> int:
-    from commands.prune import settings_from_args
+    from assembly.config import RunConfig
 
     if args.budget is None and args.rate is None:
         args.rate = 0.2
-    settings = settings_from_args(args)
+    settings = RunConfig.from_args(args).prune_settings()
     est = feasibility(args, settings, offload_folder_for(args, "runs/<run-id>"), hypothetical=True)
     dense = est.space.shape
     console.print(f"[bold]{args.model}[/]: {format_params(est.dense_params)} parameters "

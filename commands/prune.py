@@ -6,6 +6,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from assembly.config import RunConfig
 from pruning import allocation
 from pruning.budget import format_params
 from pruning.checkpoint import save_pruned
@@ -14,22 +15,13 @@ from pruning.decilm import decilm_expressible, export_decilm
 from pruning.importance import wanda_outlier_ratios
 from pruning.loading import load_model, load_tokenizer
 from pruning.perplexity import perplexity
-from pruning.prepare import PruneSettings, calibration_windows, make_budget, make_space, prepare
+from pruning.prepare import calibration_windows, make_budget, make_space, prepare
 from pruning.repair import repair
 from pruning.versions import versions
 from commands.cpu_heap import configure_cpu_heap
 from commands.placement_args import check_feasible, offload_folder_for, pruned_offload_folder, show_placement
 from ui.console import console, err_console, progress_bar, stage
 from ui.tables import comparison_table, rates_line
-
-
-def settings_from_args(args) -> PruneSettings:
-    return PruneSettings(
-        metric=args.metric, granularity=args.granularity, gqa=args.gqa, mlp_unit=args.mlp_unit,
-        min_rate=args.min_rate, max_rate=args.max_rate, bias_compensation=args.bias_compensation,
-        calib_data=args.calib_data, calib_samples=args.calib_samples, calib_seqlen=args.calib_seqlen,
-        data_dir=args.data_dir, batch_size=args.batch_size, seed=args.seed,
-    )
 
 
 def _perplexity(name: str, model, test, batch_size: int) -> float:
@@ -50,7 +42,7 @@ def choose_genome(args, context, budget, granularity: str):
 
 
 def run_prune(args) -> int:
-    settings = settings_from_args(args)
+    settings = RunConfig.from_args(args).prune_settings()
     started = time.perf_counter()
     out = Path(args.out) if args.out else Path("runs") / f"prune-{datetime.now():%Y%m%d-%H%M%S}" / "model"
     # an impossible budget or machine fails here, before any weight is read

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from argparse import Namespace
 from datetime import datetime
 from pathlib import Path
 
 from agents.chat import make_backend
+from assembly.config import RunConfig
 from agents.prompting import PromptSet
 from agents.roles import make_roles
-from graphs.nodes import SearchDeps, SearchSettings
+from graphs.nodes import SearchDeps
 from graphs.runner import run_search
 from pruning.data import load_windows
 from pruning.importance import layer_importance
@@ -36,13 +36,6 @@ from ui.live import SearchView
 from ui.search_summary import print_summary
 
 RUNS_ROOT = Path("runs")
-RESUMABLE_ARGS = ("model", "dtype", "device", "data_dir", "budget", "rate", "metric", "granularity", "gqa",
-                  "mlp_unit", "min_rate", "max_rate", "bias_compensation", "calib_data", "calib_samples",
-                  "calib_seqlen", "batch_size", "seed", "agent", "agent_model", "temperature", "max_tokens",
-                  "agent_timeout", "retries", "prompts", "prompt", "llm_roles", "population", "generations",
-                  "offspring", "patience", "fitness", "fitness_tokens", "fitness_seqlen", "fitness_mode",
-                  "final_eval_windows", "eval_seqlen", "out", "zero_shot", "eval_limit", "timing", "random_weights", "save")
-
 
 class RunNotFoundError(FileNotFoundError):
     pass
@@ -93,93 +86,89 @@ def zero_shot_options(args) -> dict | None:
 
 
 def run_search_command(args) -> int:
-    from commands.prune import settings_from_args
-
+    """args: the parsed command line; from here on the run is its `RunConfig` (on --resume, the
+    stored run's, with this command line's process knobs such as --max-memory)."""
+    config = RunConfig.from_args(args)
     resume = args.resume is not None
     if resume:
         run_dir = run_dir_for(args.resume)
         run = RunStore(run_dir / "run.db").run()
         if run is None:
             raise RunNotFoundError(f"--resume {args.resume}: {run_dir / 'run.db'} holds no run")
-        stored = json.loads(run["args"])
-        args = Namespace(**{**vars(args), **{k: v for k, v in stored.items() if k in RESUMABLE_ARGS}})
+        config = config.resumed(json.loads(run["args"]))
         run_id = run["id"]  # also the checkpoint's thread id: the folder may have any name
     else:
-        if args.budget is None and args.rate is None:
-            args.rate = 0.2  # the quick preset: a realistic rate for a 135M model
-        run_id = new_run_id(args)
-        run_dir = Path(args.out) if args.out else RUNS_ROOT / run_id
-    prompts = PromptSet.load(args.prompts, prompt_overrides(args.prompt)) if args.agent != "classic" else None
-    settings = settings_from_args(args)
+        config = config.with_rate_default()
+        run_id = new_run_id(config)
+        run_dir = Path(config.out) if config.out else RUNS_ROOT / run_id
+    prompts = PromptSet.load(config.prompts, prompt_overrides(config.prompt)) if config.agent != "classic" else None
+    settings = config.prune_settings()
     with stage("checking the budget and the machine (config only)"):
-        estimate = check_feasible(args, settings, offload_folder_for(args, run_dir))
-    configure_cpu_heap(args.cpu_heap, estimate.placement.main_device)
+        estimate = check_feasible(config, settings, offload_folder_for(config, run_dir))
+    configure_cpu_heap(config.cpu_heap, estimate.placement.main_device)
     # The agent first: an unreachable URL or a missing key should fail before minutes of loading.
-    with err_console.status(f"starting agent backend {args.agent} ..."):
-        backend = make_backend(args.agent, args.agent_model, args.temperature, args.max_tokens, args.agent_timeout,
-                               seed=args.seed)
+    with err_console.status(f"starting agent backend {config.agent} ..."):
+        backend = make_backend(config.agent, config.agent_model, config.temperature, config.max_tokens,
+                               config.agent_timeout, seed=config.seed)
     try:
-        return _search(args, run_id, run_dir, resume, prompts, settings, backend)
+        return _search(config, run_id, run_dir, resume, prompts, settings, backend)
     finally:
         if backend is not None:
             backend.close()
 
 
-def _search(args, run_id, run_dir, resume, prompts, settings, backend) -> int:
+def _search(config, run_id, run_dir, resume, prompts, settings, backend) -> int:
     try:
-        return _search_stages(args, run_id, run_dir, resume, prompts, settings, backend)
+        return _search_stages(config, run_id, run_dir, resume, prompts, settings, backend)
     except OutOfMemory as err:
         hint = f"what was evaluated is kept: resume with python main.py --resume {run_dir} --max-memory ..."
         raise OutOfMemory(err.stage, str(err.__cause__ or ""), hint) from err
 
 
-def _search_stages(args, run_id, run_dir, resume, prompts, settings, backend) -> int:
+def _search_stages(config, run_id, run_dir, resume, prompts, settings, backend) -> int:
     # Text first, weights second: tokenizing a split is a transient that must not stack on the
     # model, and missing data fails before a long load.
     with stage("data"):
-        tokenizer = load_tokenizer(args.model, args.random_weights)
+        tokenizer = load_tokenizer(config.model, config.random_weights)
         calibration = calibration_windows(tokenizer, settings)
-        fitness_windows = load_windows("wikitext2", "validation", tokenizer, args.fitness_seqlen, settings.data_dir)
-        fitness_windows = fitness_windows.tail(max(1, args.fitness_tokens // args.fitness_seqlen))
-        test = load_windows("wikitext2", "test", tokenizer, args.eval_seqlen, settings.data_dir)
-        test = test.head(args.final_eval_windows or None)
-    with stage("loading"), err_console.status(f"loading {args.model} ..."):
-        loaded = load_model(args.model, dtype=args.dtype, device=args.device, max_memory=args.max_memory,
-                            offload_folder=offload_folder_for(args, run_dir), random_weights=args.random_weights,
-                            seed=args.seed, on_placement=show_placement, tokenizer=tokenizer)
+        fitness_windows = load_windows("wikitext2", "validation", tokenizer, config.fitness_seqlen, settings.data_dir)
+        fitness_windows = fitness_windows.tail(max(1, config.fitness_tokens // config.fitness_seqlen))
+        test = load_windows("wikitext2", "test", tokenizer, config.eval_seqlen, settings.data_dir)
+        test = test.head(config.final_eval_windows or None)
+    with stage("loading"), err_console.status(f"loading {config.model} ..."):
+        loaded = load_model(config.model, dtype=config.dtype, device=config.device, max_memory=config.max_memory,
+                            offload_folder=offload_folder_for(config, run_dir), random_weights=config.random_weights,
+                            seed=config.seed, on_placement=show_placement, tokenizer=tokenizer)
     space = make_space(loaded.model, settings)
-    budget = make_budget(space, args.budget, args.rate, settings.granularity)
+    budget = make_budget(space, config.budget, config.rate, settings.granularity)
     with stage("calibration"), progress_bar("calibration") as progress:
         context, _ = prepare(loaded.model, loaded.tokenizer, settings, progress=progress, calibration=calibration)
 
     store = RunStore(run_dir / "run.db")
-    stored_args = {k: getattr(args, k, None) for k in RESUMABLE_ARGS}
-    store.start_run(run_id, args.model, budget.description, args.agent, stored_args, versions())
-    evaluator = FitnessEvaluator(context, fitness_windows, kind=args.fitness, mode=args.fitness_mode, store=store,
+    store.start_run(run_id, config.model, budget.description, config.agent, config.to_dict(), versions())
+    evaluator = FitnessEvaluator(context, fitness_windows, kind=config.fitness, mode=config.fitness_mode, store=store,
                                  batch_size=settings.batch_size)
     try:
-        roles = make_roles(backend, prompts, retries=args.retries, llm_roles=tuple(args.llm_roles.split(",")))
-        search_settings = SearchSettings(population=args.population, generations=args.generations,
-                                         offspring=args.offspring, patience=args.patience, seed=args.seed,
-                                         granularity=settings.granularity, model_name=args.model)
+        roles = make_roles(backend, prompts, retries=config.retries, llm_roles=tuple(config.llm_roles.split(",")))
+        search_settings = config.search_settings()
         record = {"source_model": loaded.name, "run_id": run_id, "budget": budget.to_dict(),
-                  "settings": settings.to_dict(), "agent": args.agent, "versions": versions()}
+                  "settings": settings.to_dict(), "agent": config.agent, "versions": versions()}
 
         def finalizer(best):
             view.live.stop()  # progress bars of the final evaluation replace the live view
             with stage("finalize"):
                 return finalize_search(best.to_dict(), context, budget, loaded.tokenizer, test, run_dir / "model",
                                        record, batch_size=settings.batch_size, progress_factory=progress_bar,
-                                       zero_shot_options=zero_shot_options(args), timing=args.timing == "on",
+                                       zero_shot_options=zero_shot_options(config), timing=config.timing == "on",
                                        status=status_line, offload_folder=pruned_offload_folder(loaded),
-                                       save=args.save == "on")
+                                       save=config.save == "on")
 
         deps = SearchDeps(roles=roles, evaluator=evaluator, store=store, space=context.space, budget=budget,
                           settings=search_settings, layer_importance=layer_importance(context.scores),
                           finalizer=finalizer)
         started = time.perf_counter()
-        log_line(f"search {run_id}: {args.population} + {args.generations} x {args.offspring} evaluations")
-        with stage("search"), SearchView(f"search {run_id}", args.generations) as view:
+        log_line(f"search {run_id}: {config.population} + {config.generations} x {config.offspring} evaluations")
+        with stage("search"), SearchView(f"search {run_id}", config.generations) as view:
             deps.on_event = view.on_event
             final = run_search(deps, run_id, run_dir / "checkpoint.db", resume=resume, on_update=view.on_node)
         summary = {"run_id": run_id, "run_dir": str(run_dir), "wall_s_this_session": time.perf_counter() - started,

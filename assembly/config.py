@@ -1,0 +1,174 @@
+"""`RunConfig`: the one place where a run's settings, their defaults and their meanings live.
+
+The command line is generated from it (`add_options`), the whole of it is stored in `run.db`, and
+two flags on each field replace the hand-kept lists there used to be:
+- `run`: the field belongs to the run, so `--resume` takes it from the stored run (every field but
+  the process knobs: how much memory a device may hold, where offload goes, the C heap);
+- `measured`: the field changes what a search measures, so an ablation folder made with another
+  value is refused rather than mixed (the device, batch size or a timeout do not).
+
+The engine's own views (`PruneSettings`, `SearchSettings`) are derived here and nowhere else.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+
+GROUPS = ("model", "budget", "pruning", "agent", "search", "evolution", "finalize")
+
+
+def option(group: str, help: str, *, run: bool = True, measured: bool = True, default=MISSING, **argparse_kw):
+    """A field with its command-line meaning (argparse keywords pass through)."""
+    assert group in GROUPS, group
+    meta = {"group": group, "help": help, "run": run, "measured": measured, "argparse": argparse_kw}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # --- the model and where it runs
+    model: str = option("model", "alias (smollm2-135m = embedded, llama-2-7b, llama-2-70b, llama-3-8b, ...), HF id or directory",
+                        default="smollm2-135m")
+    dtype: str = option("model", "auto (bf16 where fast, the CPU included), float32, bfloat16, float16", default="auto")
+    device: str = option("model", "auto (CUDA when present), cpu, cuda (all visible GPUs), cuda:N (that GPU only)",
+                         measured=False, default="auto")
+    max_memory: str | None = option("model", "memory per device in accelerate's form, e.g. 0=70GiB,1=70GiB,cpu=200GiB; what does "
+                                    "not fit goes to CPU RAM, then disk (default: free GPU memory less 2 GiB, 85%% of free RAM)",
+                                    run=False, measured=False, default=None, metavar="SPEC")
+    offload_folder: str | None = option("model", "disk offload folder when the model does not fit GPU + CPU (default: offload/ "
+                                        "in the run folder)", run=False, measured=False, default=None, metavar="DIR")
+    cpu_heap: str = option("model", "auto: when the model computes on the CPU, freed buffers over 4 MiB go back to the system "
+                           "(glibc's mmap threshold fixed: a bounded peak, 5-25%% more CPU time); glibc: its default",
+                           run=False, measured=False, default="auto", choices=["auto", "bounded", "glibc"])
+    random_weights: bool = option("model", "random weights from the model's config instead of reading them (scale checks, "
+                                  "speed before a download)", default=False, action="store_true")
+    data_dir: str | None = option("model", "folder with wikitext-2-raw/ and c4/ (default: $SELF_PRUNER_DATA_DIR, bundled "
+                                  "WikiText-2, hub)", measured=False, default=None)
+    # --- the size of the result (one of the two)
+    budget: str | None = option("budget", "size of the result: 35b, 7.5B, 800m, 50%%, 0.5 (share of the dense total)", default=None)
+    rate: float | None = option("budget", "average per-layer pruning rate (share of decoder-block params removed)",
+                                default=None, type=float)
+    # --- what is pruned and how it is scored
+    metric: str = option("pruning", "importance metric", default="wanda-sp", choices=["wanda-sp", "flap", "magnitude"])
+    granularity: str = option("pruning", "genome: one rate per layer (paper), or attention + MLP rates per layer",
+                              default="layer", choices=["layer", "module"])
+    gqa: str = option("pruning", "attention unit: one query head per KV group (default) or whole KV groups",
+                      default="query", choices=["query", "group"])
+    mlp_unit: int = option("pruning", "MLP channels removed in multiples of this (0 = automatic)", default=0, type=int)
+    min_rate: float = option("pruning", "lower bound of every rate", default=0.0, type=float)
+    max_rate: float = option("pruning", "upper bound of every rate", default=0.9, type=float)
+    bias_compensation: str = option("pruning", "FLAP's baseline bias for removed inputs (auto: on with --metric flap)",
+                                    default="auto", choices=["auto", "on", "off"])
+    calib_data: str = option("pruning", "wikitext2 (validation split), c4, or a text file", default="wikitext2")
+    calib_samples: int = option("pruning", "calibration windows", default=64, type=int)
+    calib_seqlen: int = option("pruning", "calibration window length in tokens", default=512, type=int)
+    batch_size: int = option("pruning", "windows per forward pass", measured=False, default=4, type=int)
+    seed: int = option("pruning", "seed of the calibration sample and of the search", default=0, type=int)
+    # --- the agent behind the roles
+    agent: str = option("agent", "local (llama.cpp server with the embedded SmolLM2), classic (no LLM), openai:<model>, "
+                        "or URL[#model]", default="local")
+    agent_model: str | None = option("agent", "GGUF file for --agent local (default: the embedded SmolLM2)", default=None)
+    temperature: float = option("agent", "LLM sampling temperature", default=1.0, type=float)
+    max_tokens: int = option("agent", "LLM answer limit", default=1024, type=int)
+    agent_timeout: float = option("agent", "seconds per LLM call", measured=False, default=180.0, type=float)
+    retries: int = option("agent", "retries (with the error shown) before the classic fallback", default=1, type=int)
+    # --- the search's prompts and roles
+    prompts: str | None = option("search", "prompt set folder (default prompts/default)", default=None)
+    prompt: tuple[str, ...] | None = option("search", "replace one role's prompt (repeatable)", default=None,
+                                            action="append", metavar="ROLE=FILE")
+    llm_roles: str = option("search", "roles the LLM plays; the others use classic operators",
+                            default="initializer,selector,crosser,mutator")
+    # --- the evolution and its fitness
+    population: int = option("evolution", "survivors per generation (and the initial population)", default=8, type=int)
+    generations: int = option("evolution", "generations after the initial population", default=4, type=int)
+    offspring: int = option("evolution", "children per generation (half crossover, half mutation)", default=8, type=int)
+    patience: int = option("search", "stop after this many generations without improvement (0 = off)", default=0, type=int)
+    fitness: str = option("evolution", "perplexity, or KL divergence to the dense model", default="ppl", choices=["ppl", "kl"])
+    fitness_tokens: int = option("evolution", "WikiText-2 validation tokens per fitness evaluation", default=2048, type=int)
+    fitness_seqlen: int = option("evolution", "fitness window length in tokens", default=512, type=int)
+    fitness_mode: str = option("evolution", "apply candidates as masks on the dense model or by surgery (auto: surgery from "
+                               "rate 0.3)", measured=False, default="auto", choices=["auto", "masked", "sliced"])
+    final_eval_windows: int = option("evolution", "WikiText-2 test windows in the final comparison (0 = all)", default=32, type=int)
+    eval_seqlen: int = option("evolution", "WikiText-2 test window length", default=512, type=int)
+    # --- finalize
+    zero_shot: str = option("finalize", "lm-eval on the seven tasks in finalize (auto: when --data-dir holds them)",
+                            measured=False, default="auto", choices=["auto", "on", "off"])
+    eval_limit: int = option("finalize", "zero-shot documents per task in finalize (0 = skip)", measured=False, default=20, type=int)
+    timing: str = option("finalize", "dense vs pruned timing in finalize", measured=False, default="on", choices=["on", "off"])
+    save: str = option("finalize", "write the pruned checkpoint (off: measure only, e.g. a scale check with too little disk)",
+                       measured=False, default="on", choices=["on", "off"])
+    out: str | None = option("finalize", "run folder (default runs/<run-id>)", measured=False, default=None)
+
+    # ---- views
+    @classmethod
+    def from_args(cls, args) -> "RunConfig":
+        """From an argparse namespace (or any object): the fields it has; the others keep their defaults."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        if values.get("prompt") is not None:
+            values["prompt"] = tuple(values["prompt"])
+        return cls(**values)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        """From a stored run (unknown keys of older runs are ignored; missing ones take today's defaults)."""
+        return cls.from_args(argparse.Namespace(**{k: v for k, v in data.items() if k in FIELD_NAMES}))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def resumed(self, stored: dict) -> "RunConfig":
+        """This command line's process knobs over the stored run's settings (`--resume`)."""
+        return replace(self, **{f.name: stored[f.name] for f in fields(self) if f.metadata["run"] and f.name in stored
+                                and f.name != "prompt"},
+                       prompt=tuple(stored["prompt"]) if stored.get("prompt") else None)
+
+    def measured(self) -> dict:
+        """The settings that change what a search measures (compared across an ablation's processes)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["measured"]}
+
+    def with_rate_default(self, rate: float = 0.2) -> "RunConfig":
+        """Neither --budget nor --rate: the quick preset, a realistic rate for a 135M model."""
+        return self if self.budget is not None or self.rate is not None else replace(self, rate=rate)
+
+    def prune_settings(self):
+        from pruning.prepare import PruneSettings
+
+        return PruneSettings(metric=self.metric, granularity=self.granularity, gqa=self.gqa, mlp_unit=self.mlp_unit,
+                             min_rate=self.min_rate, max_rate=self.max_rate, bias_compensation=self.bias_compensation,
+                             calib_data=self.calib_data, calib_samples=self.calib_samples, calib_seqlen=self.calib_seqlen,
+                             data_dir=self.data_dir, batch_size=self.batch_size, seed=self.seed)
+
+    def search_settings(self, seed: int | None = None, granularity: str | None = None):
+        from graphs.nodes import SearchSettings
+
+        return SearchSettings(population=self.population, generations=self.generations, offspring=self.offspring,
+                              patience=self.patience, seed=self.seed if seed is None else seed,
+                              granularity=granularity or self.granularity, model_name=self.model)
+
+    @property
+    def max_evals(self) -> int:
+        return self.population + self.generations * self.offspring
+
+    @property
+    def fitness_windows(self) -> int:
+        return max(1, self.fitness_tokens // self.fitness_seqlen)
+
+
+FIELD_NAMES = frozenset(f.name for f in fields(RunConfig))
+
+
+def add_options(parser: argparse.ArgumentParser, *groups: str) -> None:
+    """The command-line options of these groups, generated from RunConfig's fields."""
+    exclusive = None
+    for f in fields(RunConfig):
+        meta = f.metadata
+        if meta["group"] not in groups:
+            continue
+        target = parser
+        if meta["group"] == "budget":  # --budget and --rate: one or the other
+            exclusive = exclusive or parser.add_mutually_exclusive_group()
+            target = exclusive
+        kw = dict(meta["argparse"])
+        if kw.get("action") != "store_true":
+            kw["default"] = f.default
+        target.add_argument("--" + f.name.replace("_", "-"), help=meta["help"], **kw)
