@@ -9,7 +9,7 @@ repaired onto the same budget): parameters (total, blocks), WikiText-2 test perp
 and 128 tokens, zero-shot accuracy on the seven tasks, CPU prefill / decode speed-up vs dense,
 search cost. Methods: dense; uniform Wanda-sp (the paper's baseline); uniform FLAP; FLAP's global
 adaptive structure; OWL allocation with Wanda-sp; and the searches, which are ablation cells
-(graphs/ablation.py, the same folders `main.py ablate` writes: benchmarks/results/ablation-rate<r>/):
+(experiments/ablation.py, the same folders `main.py ablate` writes: benchmarks/results/ablation-rate<r>/):
 random search, classic evolution, Nevergrad CMA-ES, the local LLM at layer and at module granularity.
 
 Resumable at every step: each (rate, method, stage) result is a key in headline.json and each
@@ -35,10 +35,10 @@ import torch  # noqa: E402
 from assembly.config import RunConfig  # noqa: E402
 from benchmarks.common import RESULTS, ResultStore, machine  # noqa: E402
 from commands.prune import choose_genome  # noqa: E402
-from graphs.ablation import AblationSetup, parse_arm, run_cell, uniform_reference  # noqa: E402
+from experiments.ablation import AblationSetup, parse_arm, run_cell, uniform_reference  # noqa: E402
 from pruning.context import PruningContext  # noqa: E402
 from pruning.genome import PruningPlan  # noqa: E402
-from pruning.importance import compute_importance, layer_importance  # noqa: E402
+from pruning.importance import compute_importance  # noqa: E402
 from pruning.perplexity import perplexity  # noqa: E402
 from pruning.prepare import make_budget  # noqa: E402
 from pruning.repair import repair  # noqa: E402
@@ -66,20 +66,19 @@ class Bench:
 
     def _embedded(self):
         from agents.chat import make_backend
+        from assembly.build import prepare_run
         from main import build_parser
         from pruning.data import load_windows
-        from pruning.loading import load_model
-        from pruning.prepare import PruneSettings, prepare
 
         a = self.args
-        loaded = load_model("smollm2-135m", dtype="bfloat16", device="cpu")
-        self.model, self.tokenizer = loaded.model, loaded.tokenizer
-        self.wanda, _ = prepare(self.model, self.tokenizer, PruneSettings(metric="wanda-sp", data_dir=a.data_dir))
-        self.test512 = load_windows("wikitext2", "test", self.tokenizer, 512, a.data_dir).head(a.test_windows)
-        self.test128 = load_windows("wikitext2", "test", self.tokenizer, 128, a.data_dir).head(4 * a.test_windows)
-        fitness = load_windows("wikitext2", "validation", self.tokenizer, 512, a.data_dir)
-        self.fitness = fitness.tail(2048 // 512)  # the CLI's defaults: ablation cells stay comparable
+        # the CLI's defaults (`main.py ablate --data-dir D`): the cells stay comparable with the command's
         self.cli_defaults = RunConfig.from_args(build_parser().parse_args(["ablate", "--data-dir", a.data_dir or "."]))
+        config = replace(self.cli_defaults, dtype="bfloat16", device="cpu", data_dir=a.data_dir,
+                         final_eval_windows=a.test_windows)
+        prepared = prepare_run(config, Path(a.out) if a.out else RESULTS)
+        self.model, self.tokenizer, self.wanda = prepared.loaded.model, prepared.loaded.tokenizer, prepared.context
+        self.test512, self.fitness = prepared.test_windows, prepared.fitness_windows
+        self.test128 = load_windows("wikitext2", "test", self.tokenizer, 128, a.data_dir).head(4 * a.test_windows)
         self.backend_factory = lambda: make_backend("local")  # the CLI's agent defaults
 
     def _tiny(self):
@@ -99,7 +98,7 @@ class Bench:
         self.test512 = TokenWindows(tiny_inputs(2, 64, seed=9), "t", "test")
         self.test128 = TokenWindows(tiny_inputs(4, 32, seed=9), "t", "test")
         self.fitness = TokenWindows(tiny_inputs(2, 32, seed=5), "t", "fit")
-        self.cli_defaults = None
+        self.cli_defaults = RunConfig(model="tiny")
         # The smoke test's "LLM" answers nonsense: every role falls back to its classic operator,
         # which still exercises the LLM arms' whole path (prompt, parse, retry, fallback, records).
         self.backend_factory = lambda: ChatBackend(name="smoke", chat=FakeListChatModel(responses=["no idea"]))
@@ -108,12 +107,11 @@ class Bench:
         return make_budget(self.wanda.space, None, rate, granularity)
 
     def setup(self, rate: float) -> AblationSetup:
-        a = self.args
-        generations, population, offspring = (1, 4, 4) if a.smoke else (4, 8, 8)
-        return AblationSetup(context=self.wanda, budgets={g: self.budget(rate, g) for g in ("layer", "module")},
-                             fitness_windows=self.fitness, test_windows=self.test512, population=population,
-                             generations=generations, offspring=offspring, model_name="smollm2-135m",
-                             layer_importance=layer_importance(self.wanda.scores), backend_factory=self._backend)
+        config = replace(self.cli_defaults, rate=rate, model="smollm2-135m")
+        if self.args.smoke:
+            config = replace(config, population=4, generations=1, offspring=4)
+        return AblationSetup(config=config, context=self.wanda, budgets={g: self.budget(rate, g) for g in ("layer", "module")},
+                             fitness_windows=self.fitness, test_windows=self.test512, backend_factory=self._backend)
 
     def _backend(self):
         if self._started_backend is None:
@@ -143,7 +141,7 @@ def fixed_plan(bench: Bench, method: str, rate: float):
 def search_cells(bench: Bench, rate: float, arm: str, seeds: list[int], out_root: Path) -> list[dict]:
     out_dir = out_root / f"ablation-rate{rate}"
     setup = bench.setup(rate)
-    if bench.cli_defaults is not None:  # the same folder `main.py ablate --rate R` would use: same settings
+    if not bench.args.smoke:  # the same folder `main.py ablate --rate R` would use: same settings
         from commands.ablate import check_settings
 
         check_settings(out_dir, replace(bench.cli_defaults, rate=rate).measured())

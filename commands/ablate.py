@@ -12,13 +12,11 @@ from datetime import datetime
 from pathlib import Path
 
 from agents.chat import make_backend
+from assembly.build import prepare_run
 from assembly.config import RunConfig
-from graphs.ablation import DEFAULT_ARMS, AblationSetup, parse_arm, run_cell, uniform_reference
-from pruning.data import load_windows
-from pruning.importance import layer_importance
-from commands.placement_args import offload_folder_for, show_placement
-from pruning.loading import load_model
-from pruning.prepare import make_budget, make_space, prepare
+from assembly.placement_options import check_feasible, offload_folder_for
+from commands.cpu_heap import configure_cpu_heap
+from experiments.ablation import DEFAULT_ARMS, AblationSetup, parse_arm, run_cell, uniform_reference
 from ui.ablation_report import rich_table, verdict, write_ablation_report
 from ui.console import console, err_console, progress_bar
 
@@ -65,30 +63,22 @@ def run_ablate(args) -> int:
     if args.report_only:
         return _report(out_dir, [a.name for a in arms], None)
     check_settings(out_dir, settings_record)
-    settings = config.prune_settings()
-    if any(arm.uses_llm for arm in arms) and args.agent == "classic":
+    if any(arm.uses_llm for arm in arms) and config.agent == "classic":
         raise ValueError("LLM arms need --agent local, openai:<model> or a URL (not classic); or drop those arms")
-    with err_console.status(f"loading {args.model} ..."):
-        loaded = load_model(args.model, dtype=args.dtype, device=args.device, max_memory=args.max_memory,
-                            offload_folder=offload_folder_for(args, out_dir), random_weights=args.random_weights,
-                            seed=args.seed, on_placement=show_placement)
-    space = make_space(loaded.model, settings)
-    budgets = {g: make_budget(space, args.budget, args.rate, g) for g in {a.granularity for a in arms} | {"layer"}}
-    with progress_bar("calibration (shared by every cell)") as progress:
-        context, _ = prepare(loaded.model, loaded.tokenizer, settings, progress=progress)
-    fitness = load_windows("wikitext2", "validation", loaded.tokenizer, args.fitness_seqlen, settings.data_dir)
-    test = load_windows("wikitext2", "test", loaded.tokenizer, args.eval_seqlen, settings.data_dir)
-    test = test.head(args.final_eval_windows or None)
+    estimate = check_feasible(config, config.prune_settings(), offload_folder_for(config, out_dir))
+    configure_cpu_heap(config.cpu_heap, estimate.placement.main_device)
+    prepared = prepare_run(config, out_dir, calibration_label="calibration (shared by every cell)")
 
     def backend_factory():
-        with err_console.status(f"starting agent backend {args.agent} ..."):
-            return make_backend(args.agent, args.agent_model, args.temperature, args.max_tokens, args.agent_timeout)
+        with err_console.status(f"starting agent backend {config.agent} ..."):
+            return make_backend(config.agent, config.agent_model, config.temperature, config.max_tokens,
+                                config.agent_timeout)
 
-    setup = AblationSetup(
-        context=context, budgets=budgets, fitness_windows=fitness.tail(max(1, args.fitness_tokens // args.fitness_seqlen)),
-        test_windows=test, population=args.population, generations=args.generations, offspring=args.offspring,
-        fitness_kind=args.fitness, fitness_mode=args.fitness_mode, batch_size=settings.batch_size, retries=args.retries,
-        model_name=args.model, layer_importance=layer_importance(context.scores), backend_factory=backend_factory)
+    budgets = {g: prepared.budget_for(g) for g in {a.granularity for a in arms} | {"layer"}}
+    setup = AblationSetup(config=config, context=prepared.context, budgets=budgets,
+                          fitness_windows=prepared.fitness_windows, test_windows=prepared.test_windows,
+                          backend_factory=backend_factory)
+    test = prepared.test_windows
     settings_record |= {"budget_description": budgets["layer"].description, "max_evals": setup.max_evals,
                         "test_windows": len(test)}
     (out_dir / "settings.json").write_text(json.dumps(settings_record, indent=2))  # for --report-only

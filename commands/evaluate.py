@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from commands.placement_args import show_placement
+from assembly.placement_options import show_placement
 from pruning.data import load_windows
 from pruning.loading import load_model
 from pruning.perplexity import perplexity

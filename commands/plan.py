@@ -10,7 +10,7 @@ import json
 
 from rich.table import Table
 
-from commands.placement_args import feasibility, offload_folder_for
+from assembly.placement_options import feasibility, offload_folder_for
 from pruning.budget import format_params
 from pruning.placement import torch_device_name
 from ui.console import console

@@ -19,7 +19,7 @@ from pruning.prepare import calibration_windows, make_budget, make_space, prepar
 from pruning.repair import repair
 from pruning.versions import versions
 from commands.cpu_heap import configure_cpu_heap
-from commands.placement_args import check_feasible, offload_folder_for, pruned_offload_folder, show_placement
+from assembly.placement_options import check_feasible, offload_folder_for, pruned_offload_folder, show_placement
 from ui.console import console, err_console, progress_bar, stage
 from ui.tables import comparison_table, rates_line
 

@@ -1,8 +1,9 @@
 """`main.py --model M (--budget B | --rate R)`: the self-pruning search, then finalize.
 
-Builds the pieces (model, calibration, fitness evaluator, run database, chat backend, roles),
-hands them to the LangGraph search, and prints the summary. `--resume RUN` rebuilds the same
-pieces from the arguments stored in the run's database and continues.
+The command line becomes a `RunConfig`; `assembly.build` turns it into a prepared model and the
+search's dependencies (fitness evaluator, roles, run database), the LangGraph search runs, and
+the summary is printed. `--resume RUN` rebuilds the same pieces from the config stored in the
+run's database and continues.
 """
 from __future__ import annotations
 
@@ -13,29 +14,25 @@ from datetime import datetime
 from pathlib import Path
 
 from agents.chat import make_backend
-from assembly.config import RunConfig
 from agents.prompting import PromptSet
 from agents.roles import make_roles
-from graphs.nodes import SearchDeps
+from assembly.build import build_search, prepare_run
+from assembly.config import RunConfig
+from commands.cpu_heap import configure_cpu_heap
+from assembly.placement_options import check_feasible, offload_folder_for, pruned_offload_folder
 from graphs.runner import run_search
-from pruning.data import load_windows
-from pruning.importance import layer_importance
-from pruning.loading import load_model, load_tokenizer
-from pruning.prepare import calibration_windows, make_budget, make_space, prepare
+from pruning.placement import OutOfMemory
 from pruning.versions import versions
 from store.run_store import RunStore
 from tools.finalize import finalize_search
-from tools.fitness import FitnessEvaluator
 from tools.report import write_report
 from tools.zeroshot_tasks import TASKS, task_file
-from commands.cpu_heap import configure_cpu_heap
-from commands.placement_args import check_feasible, offload_folder_for, pruned_offload_folder, show_placement
-from pruning.placement import OutOfMemory
 from ui.console import STAGES, console, err_console, log_line, plain_output, progress_bar, stage
 from ui.live import SearchView
 from ui.search_summary import print_summary
 
 RUNS_ROOT = Path("runs")
+
 
 class RunNotFoundError(FileNotFoundError):
     pass
@@ -111,61 +108,41 @@ def run_search_command(args) -> int:
         backend = make_backend(config.agent, config.agent_model, config.temperature, config.max_tokens,
                                config.agent_timeout, seed=config.seed)
     try:
-        return _search(config, run_id, run_dir, resume, prompts, settings, backend)
+        return _search(config, run_id, run_dir, resume, prompts, backend)
     finally:
         if backend is not None:
             backend.close()
 
 
-def _search(config, run_id, run_dir, resume, prompts, settings, backend) -> int:
+def _search(config, run_id, run_dir, resume, prompts, backend) -> int:
     try:
-        return _search_stages(config, run_id, run_dir, resume, prompts, settings, backend)
+        return _search_stages(config, run_id, run_dir, resume, prompts, backend)
     except OutOfMemory as err:
         hint = f"what was evaluated is kept: resume with python main.py --resume {run_dir} --max-memory ..."
         raise OutOfMemory(err.stage, str(err.__cause__ or ""), hint) from err
 
 
-def _search_stages(config, run_id, run_dir, resume, prompts, settings, backend) -> int:
-    # Text first, weights second: tokenizing a split is a transient that must not stack on the
-    # model, and missing data fails before a long load.
-    with stage("data"):
-        tokenizer = load_tokenizer(config.model, config.random_weights)
-        calibration = calibration_windows(tokenizer, settings)
-        fitness_windows = load_windows("wikitext2", "validation", tokenizer, config.fitness_seqlen, settings.data_dir)
-        fitness_windows = fitness_windows.tail(max(1, config.fitness_tokens // config.fitness_seqlen))
-        test = load_windows("wikitext2", "test", tokenizer, config.eval_seqlen, settings.data_dir)
-        test = test.head(config.final_eval_windows or None)
-    with stage("loading"), err_console.status(f"loading {config.model} ..."):
-        loaded = load_model(config.model, dtype=config.dtype, device=config.device, max_memory=config.max_memory,
-                            offload_folder=offload_folder_for(config, run_dir), random_weights=config.random_weights,
-                            seed=config.seed, on_placement=show_placement, tokenizer=tokenizer)
-    space = make_space(loaded.model, settings)
-    budget = make_budget(space, config.budget, config.rate, settings.granularity)
-    with stage("calibration"), progress_bar("calibration") as progress:
-        context, _ = prepare(loaded.model, loaded.tokenizer, settings, progress=progress, calibration=calibration)
-
+def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend) -> int:
+    prepared = prepare_run(config, run_dir)
+    context, budget, loaded = prepared.context, prepared.budget, prepared.loaded
     store = RunStore(run_dir / "run.db")
     store.start_run(run_id, config.model, budget.description, config.agent, config.to_dict(), versions())
-    evaluator = FitnessEvaluator(context, fitness_windows, kind=config.fitness, mode=config.fitness_mode, store=store,
-                                 batch_size=settings.batch_size)
     try:
         roles = make_roles(backend, prompts, retries=config.retries, llm_roles=tuple(config.llm_roles.split(",")))
-        search_settings = config.search_settings()
         record = {"source_model": loaded.name, "run_id": run_id, "budget": budget.to_dict(),
-                  "settings": settings.to_dict(), "agent": config.agent, "versions": versions()}
+                  "settings": config.prune_settings().to_dict(), "agent": config.agent, "versions": versions()}
 
         def finalizer(best):
             view.live.stop()  # progress bars of the final evaluation replace the live view
             with stage("finalize"):
-                return finalize_search(best.to_dict(), context, budget, loaded.tokenizer, test, run_dir / "model",
-                                       record, batch_size=settings.batch_size, progress_factory=progress_bar,
-                                       zero_shot_options=zero_shot_options(config), timing=config.timing == "on",
-                                       status=status_line, offload_folder=pruned_offload_folder(loaded),
-                                       save=config.save == "on")
+                return finalize_search(best.to_dict(), context, budget, loaded.tokenizer, prepared.test_windows,
+                                       run_dir / "model", record, batch_size=config.batch_size,
+                                       progress_factory=progress_bar, zero_shot_options=zero_shot_options(config),
+                                       timing=config.timing == "on", status=status_line,
+                                       offload_folder=pruned_offload_folder(loaded), save=config.save == "on")
 
-        deps = SearchDeps(roles=roles, evaluator=evaluator, store=store, space=context.space, budget=budget,
-                          settings=search_settings, layer_importance=layer_importance(context.scores),
-                          finalizer=finalizer)
+        deps = build_search(config, context, budget, prepared.fitness_windows, store, roles, finalizer=finalizer)
+        evaluator = deps.evaluator
         started = time.perf_counter()
         log_line(f"search {run_id}: {config.population} + {config.generations} x {config.offspring} evaluations")
         with stage("search"), SearchView(f"search {run_id}", config.generations) as view:

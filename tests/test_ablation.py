@@ -9,7 +9,8 @@ from agents.parsing import AnswerError, parse_choices
 from agents.prompting import PromptError, PromptSet
 from agents.random_search import RandomRoles
 from agents.schemas import choices_grammar
-from graphs.ablation import AblationSetup, parse_arm, run_cell, uniform_reference
+from assembly.config import RunConfig
+from experiments.ablation import AblationSetup, parse_arm, run_cell, uniform_reference
 from pruning.data import TokenWindows
 from tests.search_fixtures import fake_backend, llm_roles, run_tiny, tiny_search_deps
 from tests.test_search import PAIRS, assert_on_budget
@@ -19,11 +20,10 @@ from ui.ablation_report import write_ablation_report
 
 def tiny_setup(tmp_path, backend=None) -> AblationSetup:
     deps = tiny_search_deps(tmp_path / "deps", RandomRoles())
-    return AblationSetup(context=deps.evaluator.context, budgets={"layer": deps.budget},
+    return AblationSetup(config=RunConfig(model="tiny", population=4, generations=2, offspring=4),
+                         context=deps.evaluator.context, budgets={"layer": deps.budget},
                          fitness_windows=deps.evaluator.windows,
                          test_windows=TokenWindows(tiny_inputs(2, 32, seed=9), "t", "test"),
-                         population=4, generations=2, offspring=4, model_name="tiny",
-                         layer_importance=deps.layer_importance,
                          backend_factory=(lambda: backend) if backend else None)
 
 

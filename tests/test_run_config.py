@@ -7,7 +7,7 @@ import pytest
 
 from assembly.config import RunConfig
 from commands.ablate import check_settings
-from graphs.ablation import AblationSetup
+from experiments.ablation import AblationSetup
 from graphs.nodes import SearchSettings
 from main import build_parser
 from pruning.prepare import PruneSettings
@@ -31,9 +31,8 @@ def test_engine_settings_defaults_agree_with_the_config():
     derived, default = config.search_settings(), SearchSettings()
     assert (derived.population, derived.generations, derived.offspring, derived.patience, derived.seed) == \
         (default.population, default.generations, default.offspring, default.patience, default.seed)
-    setup = AblationSetup(context=None, budgets={}, fitness_windows=None, test_windows=None)
-    assert (setup.population, setup.generations, setup.offspring, setup.fitness_kind, setup.batch_size, setup.retries) == \
-        (config.population, config.generations, config.offspring, config.fitness, config.batch_size, config.retries)
+    setup = AblationSetup(config=config, context=None, budgets={}, fitness_windows=None, test_windows=None)
+    assert setup.max_evals == 8 + 4 * 8
 
 
 def test_parsed_values_reach_the_engine_settings():

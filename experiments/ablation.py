@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,8 +18,9 @@ from agents.prompting import PromptSet
 from agents.random_search import RandomRoles
 from agents.roles import ClassicRoles, make_roles
 from agents.types import ROLES
+from assembly.build import build_search
+from assembly.config import RunConfig
 from graphs.blackbox import optimizer_class, run_blackbox
-from graphs.nodes import SearchDeps, SearchSettings
 from graphs.runner import run_search
 from pruning.genome import PruningPlan
 from pruning.perplexity import perplexity
@@ -75,27 +76,20 @@ def parse_arm(spec: str) -> Arm:
 
 @dataclass
 class AblationSetup:
-    """Everything the cells share: built once (model, calibration, windows), used by every cell."""
+    """Everything the cells share: built once (model, calibration, windows), used by every cell.
+    `config` holds every setting (the cells' own seed and granularity come from the cell)."""
 
+    config: RunConfig
     context: object  # PruningContext
     budgets: dict  # granularity -> Budget
     fitness_windows: object
     test_windows: object
-    population: int = 8
-    generations: int = 4
-    offspring: int = 8
-    fitness_kind: str = "ppl"
-    fitness_mode: str = "auto"
-    batch_size: int = 4
-    retries: int = 1
-    model_name: str = ""
-    layer_importance: list = field(default_factory=list)
     backend_factory: Callable[[], object] | None = None  # starts the chat backend on first use
     _backend: object = None
 
     @property
     def max_evals(self) -> int:
-        return self.population + self.generations * self.offspring
+        return self.config.max_evals
 
     def backend(self):
         if self._backend is None:
@@ -115,10 +109,10 @@ def uniform_reference(setup: AblationSetup, out_dir: Path) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     context, uniform = uniform_wanda_sp(setup.context, setup.budgets["layer"])
-    evaluator = FitnessEvaluator(context, setup.fitness_windows, kind=setup.fitness_kind, mode=setup.fitness_mode,
-                                 batch_size=setup.batch_size)
+    evaluator = FitnessEvaluator(context, setup.fitness_windows, kind=setup.config.fitness, mode=setup.config.fitness_mode,
+                                 batch_size=setup.config.batch_size)
     reference = {"uniform_fitness": evaluator.evaluate(uniform.plan).value,
-                 "uniform_test_ppl": plan_perplexity(context, uniform.plan, setup.test_windows, setup.batch_size)}
+                 "uniform_test_ppl": plan_perplexity(context, uniform.plan, setup.test_windows, setup.config.batch_size)}
     path.write_text(json.dumps(reference, indent=2))
     return reference
 
@@ -152,15 +146,12 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
     store = RunStore(cell_dir / "run.db")
     run_id = f"ablation-{arm.slug}-s{seed}"
     resume = store.run() is not None
-    store.start_run(run_id, setup.model_name, budget.description, arm.name,
-                    {"arm": arm.name, "seed": seed, "population": setup.population, "generations": setup.generations,
-                     "offspring": setup.offspring, "max_evals": setup.max_evals}, versions())
-    evaluator = FitnessEvaluator(setup.context, setup.fitness_windows, kind=setup.fitness_kind, mode=setup.fitness_mode,
-                                 store=store, batch_size=setup.batch_size)
-    settings = SearchSettings(population=setup.population, generations=setup.generations, offspring=setup.offspring,
-                              seed=seed, granularity=arm.granularity, model_name=setup.model_name)
-    deps = SearchDeps(roles=_roles(setup, arm, seed), evaluator=evaluator, store=store, space=setup.context.space,
-                      budget=budget, settings=settings, layer_importance=setup.layer_importance, on_event=on_event)
+    store.start_run(run_id, setup.config.model, budget.description, arm.name,
+                    {**setup.config.to_dict(), "arm": arm.name, "seed": seed, "granularity": arm.granularity,
+                     "max_evals": setup.max_evals}, versions())
+    deps = build_search(setup.config, setup.context, budget, setup.fitness_windows, store, _roles(setup, arm, seed),
+                        seed=seed, granularity=arm.granularity, on_event=on_event)
+    evaluator = deps.evaluator
     started = time.perf_counter()
     try:
         if arm.kind == "blackbox":
@@ -172,7 +163,7 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
         raise
     search_s = time.perf_counter() - started
     plan = PruningPlan.from_list(best["plan"])
-    test_ppl = plan_perplexity(setup.context, plan, setup.test_windows, setup.batch_size)
+    test_ppl = plan_perplexity(setup.context, plan, setup.test_windows, setup.config.batch_size)
     curve = best_so_far(store, evaluator.cache_kind)
     llm = store.token_totals()
     cell = {
@@ -197,4 +188,4 @@ def _roles(setup: AblationSetup, arm: Arm, seed: int):
         return None
     backend = setup.backend()
     backend.seed, backend.calls = 1000 * seed, 0  # the same sampling stream for a seed, whichever arm runs first
-    return make_roles(backend, PromptSet.load(arm.prompts), retries=setup.retries, llm_roles=arm.llm_roles)
+    return make_roles(backend, PromptSet.load(arm.prompts), retries=setup.config.retries, llm_roles=arm.llm_roles)

@@ -1,0 +1,77 @@
+"""From a `RunConfig` to a runnable search: the one place the pieces are put together.
+
+Two steps, so that the expensive one is shared:
+- `prepare_run`: text, then weights, then calibration (once per model: the search command does it
+  once, an ablation once for all its cells, the headline benchmark once for all its rates);
+- `build_search`: the fitness evaluator, the engine's search settings and the graph's
+  dependencies for one search over a prepared model (the search command, every ablation cell).
+
+Nothing here assumes where an evaluation runs: the evaluator is the one object a search asks
+for fitness, so a remote pool of evaluators can stand in for it later.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from assembly.config import RunConfig
+from assembly.placement_options import offload_folder_for, show_placement
+from graphs.nodes import SearchDeps
+from pruning.budget import Budget
+from pruning.context import PruningContext
+from pruning.data import TokenWindows, load_windows
+from pruning.importance import layer_importance
+from pruning.loading import LoadedModel, load_model, load_tokenizer
+from pruning.prepare import calibration_windows, make_budget, make_space, prepare
+from tools.fitness import FitnessEvaluator
+from ui.console import err_console, progress_bar, stage
+
+
+@dataclass
+class PreparedRun:
+    """A loaded, calibrated model and the text a search reads: everything its searches share."""
+
+    config: RunConfig
+    loaded: LoadedModel
+    context: PruningContext
+    budget: Budget  # at the config's granularity
+    fitness_windows: TokenWindows  # validation: what the search optimises
+    test_windows: TokenWindows  # test: reported, never searched on
+
+    def budget_for(self, granularity: str) -> Budget:
+        if granularity == self.config.granularity:
+            return self.budget
+        return make_budget(self.context.space, self.config.budget, self.config.rate, granularity)
+
+
+def prepare_run(config: RunConfig, run_dir: Path, calibration_label: str = "calibration") -> PreparedRun:
+    settings = config.prune_settings()
+    # Text first, weights second: tokenizing a split is a transient that must not stack on the
+    # model, and missing data fails before a long load.
+    with stage("data"):
+        tokenizer = load_tokenizer(config.model, config.random_weights)
+        calibration = calibration_windows(tokenizer, settings)
+        fitness = load_windows("wikitext2", "validation", tokenizer, config.fitness_seqlen, config.data_dir)
+        fitness = fitness.tail(config.fitness_windows)  # the split's last windows
+        test = load_windows("wikitext2", "test", tokenizer, config.eval_seqlen, config.data_dir)
+        test = test.head(config.final_eval_windows or None)
+    with stage("loading"), err_console.status(f"loading {config.model} ..."):
+        loaded = load_model(config.model, dtype=config.dtype, device=config.device, max_memory=config.max_memory,
+                            offload_folder=offload_folder_for(config, run_dir), random_weights=config.random_weights,
+                            seed=config.seed, on_placement=show_placement, tokenizer=tokenizer)
+    budget = make_budget(make_space(loaded.model, settings), config.budget, config.rate, config.granularity)
+    with stage("calibration"), progress_bar(calibration_label) as progress:
+        context, _ = prepare(loaded.model, loaded.tokenizer, settings, progress=progress, calibration=calibration)
+    return PreparedRun(config, loaded, context, budget, fitness, test)
+
+
+def build_search(config: RunConfig, context: PruningContext, budget: Budget, fitness_windows: TokenWindows,
+                 store, roles, *, seed: int | None = None, granularity: str | None = None,
+                 finalizer: Callable | None = None, on_event: Callable | None = None) -> SearchDeps:
+    """One search over a prepared model. seed / granularity: an ablation cell's own (else the config's)."""
+    evaluator = FitnessEvaluator(context, fitness_windows, kind=config.fitness, mode=config.fitness_mode, store=store,
+                                 batch_size=config.batch_size)
+    return SearchDeps(roles=roles, evaluator=evaluator, store=store, space=context.space, budget=budget,
+                      settings=config.search_settings(seed=seed, granularity=granularity),
+                      layer_importance=layer_importance(context.scores), finalizer=finalizer, on_event=on_event)
