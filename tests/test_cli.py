@@ -1,4 +1,5 @@
-"""Bad input: one clear line on stderr, exit code 2, no traceback. And one real `prune` run."""
+"""Bad input: one clear line on stderr, exit code 2, no traceback (in process, through `main.main`).
+And real runs of `prune`, a killed and resumed search and `ablate` (integration, in their own processes)."""
 import json
 import os
 import subprocess
@@ -28,16 +29,16 @@ def run_cli(*args, env_extra=None, timeout=300):
     (["prune", "--rate", "0.2", "--data-dir", "/nonexistent"], "not a directory"),
     (["prune", "--rate", "0.2", "--calib-data", "c4", "--data-dir", "."], "Pass --data-dir"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, fragment):
-    result = run_cli(*args)
+def test_bad_input_is_one_line_and_exit_2(args, fragment, cli):
+    result = cli(*args)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert fragment in result.stderr
     assert result.stderr.count("error:") == 1
 
 
-def test_directory_that_is_not_a_model(tmp_path):
-    result = run_cli("prune", "--model", str(tmp_path), "--rate", "0.2")
+def test_directory_that_is_not_a_model(tmp_path, cli):
+    result = cli("prune", "--model", str(tmp_path), "--rate", "0.2")
     assert result.returncode == 2 and "not a model directory" in result.stderr
 
 
@@ -66,16 +67,16 @@ def test_prune_command_writes_a_reloadable_checkpoint(tmp_path, shared_data_dir)
     (["--prompts", "/nonexistent/prompts"], {}, "is not a folder"),
     (["--prompt", "mutator"], {}, "use ROLE=FILE"),
 ])
-def test_search_bad_input_is_one_line_and_exit_2(args, env, fragment):
-    result = run_cli(*args, env_extra=env)
+def test_search_bad_input_is_one_line_and_exit_2(args, env, fragment, cli):
+    result = cli(*args, env_extra=env)
     assert result.returncode == 2, result.stderr[-1500:]
     assert "Traceback" not in result.stderr and fragment in result.stderr
 
 
-def test_prompt_with_unknown_variable_is_rejected(tmp_path):
+def test_prompt_with_unknown_variable_is_rejected(tmp_path, cli):
     bad = tmp_path / "mutator.md"
     bad.write_text("Mutate {genomes} using {secret_sauce}.")
-    result = run_cli("--prompt", f"mutator={bad}", "--rate", "0.2")
+    result = cli("--prompt", f"mutator={bad}", "--rate", "0.2")
     assert result.returncode == 2
     assert "unknown variable(s) ['secret_sauce']" in result.stderr and "Traceback" not in result.stderr
 
@@ -85,13 +86,13 @@ def test_prompt_with_unknown_variable_is_rejected(tmp_path):
     (["eval", "smollm2-135m", "--tasks", "boolq"], "pass --data-dir"),
     (["eval", "smollm2-135m", "--tasks", "boolq", "--data-dir", "."], "data file"),
 ])
-def test_eval_bad_input(args, fragment):
-    result = run_cli(*args)
+def test_eval_bad_input(args, fragment, cli):
+    result = cli(*args)
     assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr
 
 
-def test_eval_on_a_directory_that_is_not_a_model(tmp_path):
-    result = run_cli("eval", str(tmp_path), "--tasks", "none")
+def test_eval_on_a_directory_that_is_not_a_model(tmp_path, cli):
+    result = cli("eval", str(tmp_path), "--tasks", "none")
     assert result.returncode == 2 and "not a model directory" in result.stderr
 
 
@@ -134,16 +135,16 @@ def test_cli_search_killed_and_resumed(tmp_path, shared_data_dir):
     assert count("select count(*) from runs") == 1 and count("select status from runs") == "finished"
 
 
-def test_runs_and_replay_commands(tmp_path):
+def test_runs_and_replay_commands(tmp_path, cli):
     from tests.search_fixtures import llm_roles, run_tiny
     from tests.test_search import CHILDREN, GOOD_INIT, MUTANTS, PAIRS
 
     run_tiny(tmp_path / "r1", llm_roles([GOOD_INIT, PAIRS, CHILDREN, MUTANTS]), generations=1)
-    listed = run_cli("runs", "--root", str(tmp_path))
+    listed = cli("runs", "--root", str(tmp_path))
     assert listed.returncode == 0 and "rate 0.3" in listed.stdout
-    shown = run_cli("replay", str(tmp_path / "r1"), "--speed", "0")
+    shown = cli("replay", str(tmp_path / "r1"), "--speed", "0")
     assert shown.returncode == 0 and "generation 1: population" in shown.stdout
-    missing = run_cli("replay", "no-such-run")
+    missing = cli("replay", "no-such-run")
     assert missing.returncode == 2 and "no run found" in missing.stderr
 
 
