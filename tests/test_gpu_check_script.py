@@ -24,9 +24,13 @@ def test_tiny_checks_and_shape_timing_on_cpu(tmp_path):
     result = json.loads(out.read_text())
     assert set(result["tiny checks"]) == {"uniform 0.5 (layer)", "mixed 0.35 (module)"}
     for row in result["tiny checks"].values():
-        assert row["same selection cpu vs cuda"] is True
+        # masked == sliced holds on any device; the device comparison means something only where
+        # the second device is a GPU (here both sides are the CPU: only its plumbing runs)
         assert row["max |masked - pruned| (cuda fp32)"] < 1e-4
-        assert row["perplexity cuda"] == pytest.approx(row["perplexity cpu"], rel=1e-4)
+        assert {"same selection cpu vs cuda", "perplexity cuda", "perplexity cpu"} <= set(row)
+        if torch.cuda.is_available():
+            assert row["same selection cpu vs cuda"] is True
+            assert row["perplexity cuda"] == pytest.approx(row["perplexity cpu"], rel=1e-4)
     timing = result["timing smoke"]
     assert timing["uniform 0.5"]["params"] < timing["uniform 0.2"]["params"] < timing["uniform 0.2"]["dense_params"]
     speedup = timing["uniform 0.5"]["speedup"]
