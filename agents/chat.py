@@ -59,10 +59,14 @@ class ChatBackend:
 
         kwargs = {}
         self.calls += 1
+        # One seed per call (--seed, then +1 per call) on every backend: a run's sampling stream is
+        # fixed by its seed, and an ablation cell sets `seed` to give each seed its own stream.
         if self.grammar and grammar:
             kwargs["extra_body"] = {"grammar": grammar, "seed": self.seed + self.calls}
-        elif schema is not None:
-            kwargs["response_format"] = response_format(schema, "answer")
+        else:
+            kwargs["seed"] = self.seed + self.calls
+            if schema is not None:
+                kwargs["response_format"] = response_format(schema, "answer")
         if max_tokens is not None and max_tokens != self.max_tokens:
             kwargs["max_tokens"] = max_tokens
         start = time.perf_counter()
@@ -133,7 +137,7 @@ def make_backend(spec: str, agent_model: str | None = None, temperature: float =
             raise AgentError("--agent openai:<model> needs a model name, e.g. openai:gpt-4o-mini")
         if not os.environ.get("OPENAI_API_KEY"):
             raise AgentError("--agent openai:... needs the OPENAI_API_KEY environment variable (it is never stored)")
-        return ChatBackend(name=spec, chat=_chat_openai(model=model, seed=seed, **common), seed=seed,
+        return ChatBackend(name=spec, chat=_chat_openai(model=model, **common), seed=seed,
                            max_tokens=max_tokens)
     if spec.startswith(("http://", "https://")):
         url, _, model = spec.partition("#")

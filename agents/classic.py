@@ -1,4 +1,4 @@
-"""Classic numeric operators with the same signatures as the LLM roles.
+"""Classic numeric operators: roles like the LLM's, `(RoleContext) -> Proposal`.
 
 They are the control arm of every ablation and the fallback when an LLM answer is unusable:
 feasible random init around the uniform rate, tournament selection, uniform / blend crossover,
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pruning.genome import Genome
 
-from agents.types import RoleContext, RoleResult
+from agents.types import RoleContext, Proposal
 
 
 def _noisy(ctx: RoleContext, base: list[float], sigma: float) -> Genome:
@@ -21,17 +21,17 @@ def uniform_rates(ctx: RoleContext) -> list[float]:
     return [ctx.budget.average_rate] * n
 
 
-def initialize(ctx: RoleContext) -> RoleResult:
+def initialize(ctx: RoleContext) -> Proposal:
     """The uniform genome, then uniform + Gaussian noise (repair puts each back on budget)."""
     base = uniform_rates(ctx)
     genomes = [Genome(ctx.granularity, tuple(base))]
     while len(genomes) < ctx.count:
         genomes.append(_noisy(ctx, base, sigma=ctx.rng.choice((0.04, 0.08, 0.12))))
     genomes = genomes[: ctx.count]
-    return RoleResult(genomes=genomes, origins=["classic:init"] * len(genomes), parents=[[] for _ in genomes])
+    return Proposal(genomes=genomes, origins=["classic:init"] * len(genomes), parents=[[] for _ in genomes])
 
 
-def select(ctx: RoleContext, tournament: int = 3) -> RoleResult:
+def select(ctx: RoleContext, tournament: int = 3) -> Proposal:
     """`count` parent pairs by tournament on fitness (population is sorted best first)."""
     n = len(ctx.population)
     pairs = []
@@ -41,13 +41,13 @@ def select(ctx: RoleContext, tournament: int = 3) -> RoleResult:
         if second == first and n > 1:
             second = (first + 1 + ctx.rng.randrange(n - 1)) % n
         pairs.append((first, second))
-    return RoleResult(pairs=pairs)
+    return Proposal(pairs=pairs)
 
 
-def crossover(ctx: RoleContext, pairs: list[tuple[int, int]]) -> RoleResult:
-    """One child per pair: uniform crossover or blend, alternating at random."""
-    result = RoleResult()
-    for a, b in pairs:
+def crossover(ctx: RoleContext) -> Proposal:
+    """One child per pair (`ctx.pairs`): uniform crossover or blend, alternating at random."""
+    result = Proposal()
+    for a, b in ctx.pairs:
         pa, pb = ctx.population[a], ctx.population[b]
         if ctx.rng.random() < 0.5:
             rates = [x if ctx.rng.random() < 0.5 else y for x, y in zip(pa.rates, pb.rates)]
@@ -77,9 +77,11 @@ def level_switch(ctx: RoleContext, rates: list[float]) -> list[float]:
     return rates
 
 
-def mutate(ctx: RoleContext, genomes: list[Genome], parent_keys: list[str] | None = None) -> RoleResult:
-    result = RoleResult()
-    for k, genome in enumerate(genomes):
+def mutate(ctx: RoleContext) -> Proposal:
+    """One mutant per genome (`ctx.genomes`): EvoPress's level switch or Gaussian noise."""
+    result = Proposal()
+    parent_keys = ctx.parent_keys
+    for k, genome in enumerate(ctx.genomes):
         if ctx.rng.random() < 0.5:
             rates = level_switch(ctx, list(genome.rates))
             origin = "classic:level-switch"

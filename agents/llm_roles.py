@@ -1,4 +1,5 @@
-"""The four roles backed by an LLM, each falling back to its classic operator.
+"""The four roles backed by an LLM. Each method is `(ctx, fallback) -> Proposal`; `agents.roles`
+binds the classic operator as the fallback (`with_fallback`), which makes it a plain role.
 
 One call = render prompt -> ask (structured) -> parse -> validate; on failure, retry with the
 error shown to the model; when every attempt fails, the classic operator answers instead.
@@ -12,6 +13,7 @@ is known and the prompt plus that answer would not fit, the scored history shows
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from pruning.genome import Genome
@@ -43,7 +45,7 @@ from agents.schemas import (
     pairs_grammar,
     pairs_schema,
 )
-from agents.types import CallRecord, RoleContext, RoleResult
+from agents.types import CallRecord, Proposal, Role, RoleContext
 
 # Move-based answers: how many options each genome may combine, and how many moves are listed.
 MOVES_PER_ITEM = {"initializer": 4, "crosser": 1, "mutator": 3}
@@ -51,16 +53,16 @@ MOVES_LISTED = 16
 
 
 class LLMRoles:
-    def __init__(self, backend: ChatBackend, prompts: PromptSet, retries: int = 1,
-                 llm_roles: tuple[str, ...] = ("initializer", "selector", "crosser", "mutator")):
-        self.backend, self.prompts, self.retries, self.llm_roles = backend, prompts, retries, set(llm_roles)
+    """The chat backend, the prompt set and the retry count the four LLM roles share."""
+
+    def __init__(self, backend: ChatBackend, prompts: PromptSet, retries: int = 1):
+        self.backend, self.prompts, self.retries = backend, prompts, retries
 
     # -- the four roles --------------------------------------------------------------------
-    def initialize(self, ctx: RoleContext) -> RoleResult:
-        if "initializer" not in self.llm_roles:
-            return classic.initialize(ctx)
+    def initialize(self, ctx: RoleContext, fallback: Role) -> Proposal:
         fields = {**common_fields(ctx), "importance": importance_text(ctx.layer_importance)}
-        fallback, parents = (lambda: classic.initialize(ctx)), [[] for _ in range(ctx.count)]
+        classic_answer = fallback
+        fallback, parents = (lambda: classic_answer(ctx)), [[] for _ in range(ctx.count)]
         if self.prompts.answer == "moves":
             moves = mv.enumerate_moves(ctx, MOVES_LISTED)
             base = classic.uniform_rates(ctx)
@@ -70,9 +72,7 @@ class LLMRoles:
         fields["answer_format"] = self._format(ctx)
         return self._genome_role("initializer", ctx, fields, fallback, parents)
 
-    def select(self, ctx: RoleContext) -> RoleResult:
-        if "selector" not in self.llm_roles:
-            return classic.select(ctx)
+    def select(self, ctx: RoleContext, fallback: Role) -> Proposal:
         need = self._answer_tokens(pairs_answer_chars(ctx.count))
         prompt, shown = self._render("selector", common_fields(ctx), need, history=ctx, minimum=2)
 
@@ -83,27 +83,27 @@ class LLMRoles:
         parsed, calls = self._ask("selector", ctx, prompt, pairs_schema(ctx.count), pairs_grammar(ctx.count, shown),
                                   decode, need)
         if parsed is None:
-            result = classic.select(ctx)
+            result = fallback(ctx)
             result.calls = calls + [self._fallback("selector", ctx)]
             return result
         pairs, notes, _ = parsed
-        if len(pairs) < ctx.count:  # top up from tournament selection
-            extra = classic.select(RoleContext(**{**ctx.__dict__, "count": ctx.count - len(pairs)}))
+        if len(pairs) < ctx.count:  # top up from the fallback (tournament selection)
+            extra = fallback(replace(ctx, count=ctx.count - len(pairs)))
             pairs += extra.pairs
         calls[-1].notes = notes
         calls[-1].outcome = self._final_outcome(calls, bool(notes))
-        return RoleResult(pairs=pairs, calls=calls)
+        return Proposal(pairs=pairs, calls=calls)
 
-    def crossover(self, ctx: RoleContext, pairs: list[tuple[int, int]]) -> RoleResult:
-        if "crosser" not in self.llm_roles:
-            return classic.crossover(ctx, pairs)
+    def crossover(self, ctx: RoleContext, fallback: Role) -> Proposal:
+        pairs = ctx.pairs
         parents_text = "\n".join(
             f"pair {k}: A = {genome_text(ctx.population[a].rates)}  B = {genome_text(ctx.population[b].rates)}"
             for k, (a, b) in enumerate(pairs))
         fields = {**common_fields(ctx), "count": len(pairs), "parents": parents_text}
         keys = [[ctx.population[a].plan_key, ctx.population[b].plan_key] for a, b in pairs]
         sub = RoleContext(**{**ctx.__dict__, "count": len(pairs)})
-        fallback = lambda: classic.crossover(ctx, pairs)  # noqa: E731
+        classic_answer = fallback
+        fallback = lambda: classic_answer(ctx)  # noqa: E731
         if self.prompts.answer == "moves":
             options = mv.crossover_options(sub)
             fields |= {"options": mv.options_text(options), "answer_format": self._choice_format("crosser", len(pairs))}
@@ -115,13 +115,13 @@ class LLMRoles:
         fields["answer_format"] = self._format(ctx, len(pairs))
         return self._genome_role("crosser", sub, fields, fallback, keys, history=ctx)
 
-    def mutate(self, ctx: RoleContext, genomes: list[Genome], parent_keys: list[str]) -> RoleResult:
-        if "mutator" not in self.llm_roles:
-            return classic.mutate(ctx, genomes, parent_keys)
+    def mutate(self, ctx: RoleContext, fallback: Role) -> Proposal:
+        genomes, parent_keys = ctx.genomes, ctx.parent_keys
         listed = "\n".join(f"{k}: {genome_text(list(g.rates))}" for k, g in enumerate(genomes))
         fields = {**common_fields(ctx), "count": len(genomes), "genomes": listed}
         sub = RoleContext(**{**ctx.__dict__, "count": len(genomes)})
-        fallback, parents = (lambda: classic.mutate(ctx, genomes, parent_keys)), [[k] for k in parent_keys]
+        classic_answer = fallback
+        fallback, parents = (lambda: classic_answer(ctx)), [[k] for k in parent_keys]
         if self.prompts.answer == "moves":
             moves = mv.enumerate_moves(sub, MOVES_LISTED)
             fields |= {"moves": mv.moves_text(sub, moves), "answer_format": self._choice_format("mutator", len(genomes))}
@@ -147,9 +147,9 @@ class LLMRoles:
     def _length(ctx: RoleContext) -> int:
         return ctx.space.num_layers * (1 if ctx.granularity == "layer" else 2)
 
-    def _choice_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Callable[[], RoleResult],
+    def _choice_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Callable[[], Proposal],
                      parents: list[list[str]], options: int, build: Callable[[int, list[int]], list[float]],
-                     history: RoleContext | None = None) -> RoleResult:
+                     history: RoleContext | None = None) -> Proposal:
         """Move-based answer: option indices per item, turned into rates by `build(item, chosen)`."""
         per = MOVES_PER_ITEM[role]
 
@@ -161,9 +161,9 @@ class LLMRoles:
                                  choices_grammar(ctx.count, options, per), decode,
                                  choices_answer_chars(ctx.count, options, per), history)
 
-    def _genome_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Callable[[], RoleResult],
+    def _genome_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Callable[[], Proposal],
                      parents: list[list[str]], schema: dict | None = None, grammar: str | None = None,
-                     decode=None, answer_chars: int | None = None, history: RoleContext | None = None) -> RoleResult:
+                     decode=None, answer_chars: int | None = None, history: RoleContext | None = None) -> Proposal:
         """`history`: the context whose population the prompt shows as scored history (None: none)."""
         length = self._length(ctx)
         if decode is None:
@@ -199,7 +199,7 @@ class LLMRoles:
             notes.append(f"{missing} filled by the classic operator")
         calls[-1].notes = notes
         calls[-1].outcome = self._final_outcome(calls, repaired or bool(notes))
-        return RoleResult(genomes=genomes, origins=origins, parents=parent_lists, calls=calls)
+        return Proposal(genomes=genomes, origins=origins, parents=parent_lists, calls=calls)
 
     def _answer_tokens(self, answer_chars: int) -> int:
         return limits.answer_tokens(answer_chars, bool(getattr(self.backend, "grammar", False)))

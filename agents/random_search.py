@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pruning.genome import Genome
 
-from agents.types import RoleContext, RoleResult
+from agents.types import RoleContext, Proposal
 
 
 def random_genome(ctx: RoleContext) -> Genome:
@@ -20,21 +20,16 @@ def random_genome(ctx: RoleContext) -> Genome:
     return Genome(ctx.granularity, tuple(ctx.rng.uniform(low, high) for _ in range(n)))
 
 
-class RandomRoles:
-    name = "random"
+def _draw(ctx: RoleContext, count: int) -> Proposal:
+    genomes = [random_genome(ctx) for _ in range(count)]
+    return Proposal(genomes=genomes, origins=["random"] * count, parents=[[] for _ in genomes])
 
-    def _draw(self, ctx: RoleContext, count: int, parents: list[list[str]] | None = None) -> RoleResult:
-        genomes = [random_genome(ctx) for _ in range(count)]
-        return RoleResult(genomes=genomes, origins=["random"] * count, parents=parents or [[] for _ in genomes])
 
-    def initialize(self, ctx: RoleContext) -> RoleResult:
-        return self._draw(ctx, ctx.count)
-
-    def select(self, ctx: RoleContext) -> RoleResult:
-        return RoleResult(pairs=[(0, min(1, len(ctx.population) - 1))] * ctx.count)  # unused by the draws
-
-    def crossover(self, ctx: RoleContext, pairs) -> RoleResult:
-        return self._draw(ctx, len(pairs))
-
-    def mutate(self, ctx: RoleContext, genomes, parent_keys) -> RoleResult:
-        return self._draw(ctx, len(genomes))
+def random_roles() -> dict:
+    """Every operator ignores the population and draws; the selector's pairs go unused."""
+    return {
+        "initializer": lambda ctx: _draw(ctx, ctx.count),
+        "selector": lambda ctx: Proposal(pairs=[(0, min(1, len(ctx.population) - 1))] * ctx.count),
+        "crosser": lambda ctx: _draw(ctx, len(ctx.pairs)),
+        "mutator": lambda ctx: _draw(ctx, len(ctx.genomes)),
+    }

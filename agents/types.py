@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from pruning.budget import Budget
 from pruning.genome import Genome
@@ -74,12 +75,21 @@ class RoleContext:
     known_keys: set[str]  # plan keys already in the population or evaluated
     model_name: str = ""
     layer_importance: list[tuple[float, float]] = field(default_factory=list)  # (attention, mlp), mean 1
+    # what the crosser and the mutator work on: parent pairs (indices into population), genomes
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    genomes: list[Genome] = field(default_factory=list)
+    parent_keys: list[str] = field(default_factory=list)  # the genomes' plan keys
 
 
 @dataclass
-class RoleResult:
+class Proposal:
+    """What a role returns: genomes (initializer, crosser, mutator) or parent pairs (selector),
+    with every LLM call it made."""
     genomes: list[Genome] = field(default_factory=list)
     pairs: list[tuple[int, int]] = field(default_factory=list)
     origins: list[str] = field(default_factory=list)  # per genome: "llm:<role>" or "classic:<op>"
     parents: list[list[str]] = field(default_factory=list)  # per genome: parent plan keys
     calls: list[CallRecord] = field(default_factory=list)
+
+
+Role = Callable[[RoleContext], Proposal]  # one of the four operators; the graph takes a mapping ROLES -> Role

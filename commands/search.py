@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agents.chat import make_backend
 from agents.prompting import PromptSet
-from agents.roles import make_roles
+from agents.roles import make_roles, uses_llm
 from assembly.build import build_search, prepare_run
 from assembly.config import RunConfig
 from commands.cpu_heap import configure_cpu_heap
@@ -98,15 +98,18 @@ def run_search_command(args) -> int:
         config = config.with_rate_default()
         run_id = new_run_id(config)
         run_dir = Path(config.out) if config.out else RUNS_ROOT / run_id
-    prompts = PromptSet.load(config.prompts, prompt_overrides(config.prompt)) if config.agent != "classic" else None
+    llm = uses_llm(config.agent, config.llm_roles)  # --agent classic or --llm-roles "": no chat backend at all
+    prompts = PromptSet.load(config.prompts, prompt_overrides(config.prompt)) if llm else None
     settings = config.prune_settings()
     with stage("checking the budget and the machine (config only)"):
         estimate = check_feasible(config, settings, offload_folder_for(config, run_dir))
     configure_cpu_heap(config.cpu_heap, estimate.placement.main_device)
     # The agent first: an unreachable URL or a missing key should fail before minutes of loading.
-    with err_console.status(f"starting agent backend {config.agent} ..."):
-        backend = make_backend(config.agent, config.agent_model, config.temperature, config.max_tokens,
-                               config.agent_timeout, seed=config.seed)
+    backend = None
+    if llm:
+        with err_console.status(f"starting agent backend {config.agent} ..."):
+            backend = make_backend(config.agent, config.agent_model, config.temperature, config.max_tokens,
+                                   config.agent_timeout, seed=config.seed)
     try:
         return _search(config, run_id, run_dir, resume, prompts, backend)
     finally:
@@ -128,7 +131,7 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
     store = RunStore(run_dir / "run.db")
     store.start_run(run_id, config.model, budget.description, config.agent, config.to_dict(), versions())
     try:
-        roles = make_roles(backend, prompts, retries=config.retries, llm_roles=tuple(config.llm_roles.split(",")))
+        roles = make_roles(backend, prompts, retries=config.retries, llm_roles=config.llm_roles)
         record = {"source_model": loaded.name, "run_id": run_id, "budget": budget.to_dict(),
                   "settings": config.prune_settings().to_dict(), "agent": config.agent, "versions": versions()}
 

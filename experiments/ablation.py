@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from agents.prompting import PromptSet
-from agents.random_search import RandomRoles
-from agents.roles import ClassicRoles, make_roles
+from agents.roles import classic_roles, make_roles, random_roles
 from agents.types import ROLES
 from assembly.build import build_search
 from assembly.config import RunConfig
@@ -181,11 +180,11 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
 
 def _roles(setup: AblationSetup, arm: Arm, seed: int):
     if arm.kind == "classic":
-        return ClassicRoles()
+        return classic_roles()
     if arm.kind == "random":
-        return RandomRoles()
+        return random_roles()
     if arm.kind == "blackbox":
-        return None
+        return {}
     backend = setup.backend()
     backend.seed, backend.calls = 1000 * seed, 0  # the same sampling stream for a seed, whichever arm runs first
     return make_roles(backend, PromptSet.load(arm.prompts), retries=setup.config.retries, llm_roles=arm.llm_roles)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from agents.proposals import to_candidates
-from agents.types import Candidate, RoleContext, RoleResult
+from agents.types import Candidate, RoleContext, Proposal
 from graphs.state import SearchState
 from pruning.genome import PruningPlan
 
@@ -27,7 +27,7 @@ class SearchSettings:
 
 @dataclass
 class SearchDeps:
-    roles: object  # ClassicRoles | LLMRoles
+    roles: dict  # agents.roles.Roles: role name -> (RoleContext) -> Proposal
     evaluator: object  # tools.fitness.FitnessEvaluator
     store: object  # store.run_store.RunStore
     space: object
@@ -52,7 +52,7 @@ def _context(deps: SearchDeps, state: SearchState, role: str, count: int) -> Rol
     )
 
 
-def _record(deps: SearchDeps, result: RoleResult, candidates: list[Candidate]) -> None:
+def _record(deps: SearchDeps, result: Proposal, candidates: list[Candidate]) -> None:
     for call in result.calls:
         deps.store.record_call(call.to_dict())
     for cand in candidates:
@@ -66,7 +66,7 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
 
     def initialize(state: SearchState) -> dict:
         ctx = _context(deps, state, "initializer", s.population)
-        result = deps.roles.initialize(ctx)
+        result = deps.roles["initializer"](ctx)
         candidates = to_candidates(ctx, result.genomes, result.origins, result.parents)
         _record(deps, result, candidates)
         return {"generation": 0, "offspring": [c.to_dict() for c in candidates], "population": [],
@@ -111,7 +111,7 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
 
     def select(state: SearchState) -> dict:
         ctx = _context(deps, state, "selector", s.offspring)
-        result = deps.roles.select(ctx)
+        result = deps.roles["selector"](ctx)
         _record(deps, result, [])
         return {"pairs": [list(p) for p in result.pairs]}
 
@@ -119,7 +119,8 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         n_cross = s.offspring // 2
         pairs = [tuple(p) for p in state["pairs"][:n_cross]]
         ctx = _context(deps, state, "crosser", len(pairs))
-        result = deps.roles.crossover(ctx, pairs) if pairs else RoleResult()
+        ctx.pairs = pairs
+        result = deps.roles["crosser"](ctx) if pairs else Proposal()
         children = to_candidates(ctx, result.genomes, result.origins, result.parents)
         _record(deps, result, children)
         return {"offspring": [c.to_dict() for c in children]}
@@ -129,7 +130,8 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         chosen = [population[p[0]] for p in state["pairs"][s.offspring // 2 :]]
         ctx = _context(deps, state, "mutator", len(chosen))
         ctx.known_keys |= {c["plan_key"] for c in state.get("offspring", [])}
-        result = deps.roles.mutate(ctx, [c.genome for c in chosen], [c.plan_key for c in chosen]) if chosen else RoleResult()
+        ctx.genomes, ctx.parent_keys = [c.genome for c in chosen], [c.plan_key for c in chosen]
+        result = deps.roles["mutator"](ctx) if chosen else Proposal()
         mutants = to_candidates(ctx, result.genomes, result.origins, result.parents)
         _record(deps, result, mutants)
         return {"offspring": state.get("offspring", []) + [c.to_dict() for c in mutants]}

@@ -7,14 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from agents.roles import ClassicRoles
+from agents.roles import classic_roles
 from graphs.runner import run_search
 from tests.search_fixtures import tiny_search_deps
 
 
 def main() -> None:
     run_dir, mode, delay = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-    deps = tiny_search_deps(run_dir, ClassicRoles(), generations=3)
+    deps = tiny_search_deps(run_dir, classic_roles(), generations=3)
     score = deps.evaluator._score
 
     def slow_score(model):

@@ -7,7 +7,7 @@ import pytest
 
 from agents.parsing import AnswerError, parse_choices
 from agents.prompting import PromptError, PromptSet
-from agents.random_search import RandomRoles
+from agents.roles import random_roles
 from agents.schemas import choices_grammar
 from assembly.config import RunConfig
 from experiments.ablation import AblationSetup, parse_arm, run_cell, uniform_reference
@@ -19,7 +19,7 @@ from ui.ablation_report import write_ablation_report
 
 
 def tiny_setup(tmp_path, backend=None) -> AblationSetup:
-    deps = tiny_search_deps(tmp_path / "deps", RandomRoles())
+    deps = tiny_search_deps(tmp_path / "deps", random_roles())
     return AblationSetup(config=RunConfig(model="tiny", population=4, generations=2, offspring=4),
                          context=deps.evaluator.context, budgets={"layer": deps.budget},
                          fitness_windows=deps.evaluator.windows,
@@ -75,7 +75,7 @@ def test_blackbox_cell_resumes_from_its_database(tmp_path):
 
 
 def test_random_search_draws_varied_genomes_on_budget(tmp_path):
-    _, deps = run_tiny(tmp_path, RandomRoles(), generations=2)
+    _, deps = run_tiny(tmp_path, random_roles(), generations=2)
     candidates = deps.store.candidates()
     assert {c["origin"] for c in candidates} == {"random"}
     assert len({c["genome"] for c in candidates}) == len(candidates) == deps.evaluator.evaluations

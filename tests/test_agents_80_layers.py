@@ -7,13 +7,14 @@ answering every role on an 80-layer space.
 """
 import random
 import re
+from dataclasses import replace
 
 import pytest
 from langchain_core.messages import AIMessage
 
 from agents import classic, limits
 from agents.chat import ChatAnswer, ChatBackend, make_backend
-from agents.llm_roles import LLMRoles
+from agents.roles import make_roles
 from agents.local_server import DEFAULT_CTX, auto_context, gguf_context_length
 from agents.prompting import PromptSet
 from agents.proposals import to_candidates
@@ -67,16 +68,17 @@ class Space:
         return self.space.num_layers * (1 if self.granularity == "layer" else 2)
 
 
-def call_every_role(roles: LLMRoles, s: Space, initial: int = 8, offspring: int = 8) -> dict:
+def call_every_role(roles: dict, s: Space, initial: int = 8, offspring: int = 8) -> dict:
     """One call per role, with the search's counts: `initial` genomes, `offspring` pairs, half
     of them crossed, half mutated."""
-    results = {"initializer": roles.initialize(s.context(initial, []))}
-    results["selector"] = roles.select(s.context(offspring))
+    results = {"initializer": roles["initializer"](s.context(initial, []))}
+    results["selector"] = roles["selector"](s.context(offspring))
     pairs = results["selector"].pairs
     cross, mutate = pairs[: offspring // 2], pairs[offspring // 2:]
-    results["crosser"] = roles.crossover(s.context(len(cross)), cross)
+    results["crosser"] = roles["crosser"](replace(s.context(len(cross)), pairs=cross))
     chosen = [s.population[a] for a, _ in mutate]
-    results["mutator"] = roles.mutate(s.context(len(chosen)), [c.genome for c in chosen], [c.plan_key for c in chosen])
+    results["mutator"] = roles["mutator"](replace(s.context(len(chosen)), genomes=[c.genome for c in chosen],
+                                                  parent_keys=[c.plan_key for c in chosen]))
     return results
 
 
@@ -112,7 +114,7 @@ def test_80_layer_prompts_and_answers_fit_the_local_context(layers, granularity,
     s = Space(layers, granularity)
     backend = Recorder(context)
     prompts = PromptSet.load(prompt_set)
-    results = call_every_role(LLMRoles(backend, prompts, retries=0), s)
+    results = call_every_role(make_roles(backend, prompts, retries=0), s)
     for role, result in results.items():
         assert result.calls[-1].outcome in ("used", "repaired"), (role, result.calls[-1])
     for asked in backend.asked:
@@ -131,7 +133,7 @@ def test_80_layer_prompts_and_answers_fit_the_local_context(layers, granularity,
 def test_160_values_shrink_only_the_history_that_would_not_fit():
     s = Space(80, "module")
     backend = Recorder(embedded_context())
-    call_every_role(LLMRoles(backend, PromptSet.load(), retries=0), s)
+    call_every_role(make_roles(backend, PromptSet.load(), retries=0), s)
     shown = {k: len(HISTORY_LINE.findall(a["prompt"])) for k, a in zip(("init", "sel", "cross", "mut"), backend.asked)}
     assert shown["sel"] == 8
     assert 1 <= shown["cross"] < 8  # 8 x 160 values of history + 4 pairs of parents: only the best few fit
@@ -141,7 +143,7 @@ def test_160_values_shrink_only_the_history_that_would_not_fit():
     # fewer tokens than bytes, so more history fits
     counted = Recorder(embedded_context())
     counted.count_tokens = lambda text: len(text.encode()) * 9 // 10
-    call_every_role(LLMRoles(counted, PromptSet.load(), retries=0), s)
+    call_every_role(make_roles(counted, PromptSet.load(), retries=0), s)
     assert shown["cross"] < len(HISTORY_LINE.findall(counted.asked[2]["prompt"])) < 8
     for asked in counted.asked:
         need = limits.answer_tokens(len(asked["answer"]), grammar=True)
@@ -155,7 +157,7 @@ def test_30_layers_ask_as_before(granularity):
     s = Space(30, granularity)
     limited, unlimited = Recorder(embedded_context()), Recorder(None)
     for backend in (limited, unlimited):
-        call_every_role(LLMRoles(backend, PromptSet.load(), retries=0), s)
+        call_every_role(make_roles(backend, PromptSet.load(), retries=0), s)
     assert [a["prompt"] for a in limited.asked] == [a["prompt"] for a in unlimited.asked]
     assert all(len(HISTORY_LINE.findall(a["prompt"])) == 8 for a in limited.asked[1:])
     if granularity == "layer":
@@ -188,8 +190,8 @@ def test_a_cut_off_answer_says_so():
             return ChatAnswer('{"genomes":[[20,2', 0.0, 10, max_tokens, finish_reason="length")
 
     s = Space(80, "layer")
-    roles = LLMRoles(Cut(name="cut", chat=None, grammar=True), PromptSet.load(), retries=1)
-    result = roles.initialize(s.context(2, []))
+    roles = make_roles(Cut(name="cut", chat=None, grammar=True), PromptSet.load(), retries=1)
+    result = roles["initializer"](s.context(2, []))
     assert result.calls[-1].outcome == "fallback"
     assert all("finish_reason=length" in c.error for c in result.calls[:-1])
 
@@ -214,7 +216,7 @@ def test_local_agent_answers_every_role_at_80_layers():
     backend = make_backend("local", max_tokens=USER_MAX_TOKENS, seed=0)
     try:
         assert backend.context == 8192
-        results = call_every_role(LLMRoles(backend, PromptSet.load(), retries=1), s, initial=8, offspring=2)
+        results = call_every_role(make_roles(backend, PromptSet.load(), retries=1), s, initial=8, offspring=2)
     finally:
         backend.close()
     for role, result in results.items():

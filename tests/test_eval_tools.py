@@ -4,7 +4,7 @@ import json
 import matplotlib.image as mpimg
 import pytest
 
-from agents.roles import ClassicRoles
+from agents.roles import classic_roles
 from tests.search_fixtures import run_tiny
 from tests.tiny import tiny_llama
 from tools.report import write_report
@@ -28,7 +28,7 @@ def test_speedups_put_the_pruned_model_in_the_numerator_of_speed():
 
 
 def test_report_files_exist_and_parse(tmp_path):
-    final_state, deps = run_tiny(tmp_path, ClassicRoles(), generations=2)
+    final_state, deps = run_tiny(tmp_path, classic_roles(), generations=2)
     best = final_state["best"]
     summary = {"run_id": "test", "best": best, "evaluations": deps.evaluator.evaluations,
                "llm": deps.store.token_totals(), "outcomes": deps.store.outcome_counts(),

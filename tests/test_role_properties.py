@@ -71,10 +71,11 @@ def check_genomes(result, ctx):
 def test_initializer_and_mutator_never_escape(first, second):
     roles = llm_roles([first, second], retries=1)
     ctx = context(3)
-    check_genomes(roles.initialize(ctx), ctx)
+    check_genomes(roles["initializer"](ctx), ctx)
     pop = population()
     ctx = context(2, pop)
-    check_genomes(roles.mutate(ctx, [pop[0].genome, pop[1].genome], [pop[0].plan_key, pop[1].plan_key]), ctx)
+    ctx.genomes, ctx.parent_keys = [pop[0].genome, pop[1].genome], [pop[0].plan_key, pop[1].plan_key]
+    check_genomes(roles["mutator"](ctx), ctx)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -83,10 +84,11 @@ def test_selector_and_crosser_never_escape(first, second):
     roles = llm_roles([first, second], retries=1)
     pop = population()
     ctx = context(3, pop)
-    result = roles.select(ctx)
+    result = roles["selector"](ctx)
     assert len(result.pairs) == 3 and all(0 <= i < len(pop) and 0 <= j < len(pop) for i, j in result.pairs)
     assert sum(c.outcome in ("used", "repaired", "retried", "fallback") for c in result.calls) == 1
-    check_genomes(roles.crossover(ctx, result.pairs), ctx)
+    ctx.pairs = result.pairs
+    check_genomes(roles["crosser"](ctx), ctx)
 
 
 def test_grammars_bound_the_answer():

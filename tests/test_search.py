@@ -1,7 +1,7 @@
 """The search graph on the tiny random Llama, with classic and (fake) LLM operators."""
 import json
 
-from agents.roles import ClassicRoles
+from agents.roles import classic_roles
 from tests.search_fixtures import llm_roles, run_tiny
 
 GOOD_INIT = json.dumps({"genomes": [[30, 20, 40, 30], [25, 35, 30, 30], [40, 30, 20, 30], [30, 30, 30, 30]]})
@@ -18,7 +18,7 @@ def assert_on_budget(deps, candidates):
 
 
 def test_classic_search_evolves_and_records_everything(tmp_path):
-    final, deps = run_tiny(tmp_path, ClassicRoles(), generations=3)
+    final, deps = run_tiny(tmp_path, classic_roles(), generations=3)
     history = final["best_history"]
     assert len(history) == 4 and all(b <= a for a, b in zip(history, history[1:]))  # elitist: never worse
     assert final["best"]["fitness"] == min(history)
