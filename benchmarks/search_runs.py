@@ -40,7 +40,7 @@ def run_once(agent: str, rate: float, data_dir: str | None, extra: list[str]) ->
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     summary = json.loads((out / "summary.json").read_text())
     store = RunStore(out / "run.db")
-    fitness_s = sum(r["seconds"] for r in store.db["evaluations"].rows)
+    fitness_s = store.evaluation_seconds()
     llm_s = summary["llm"]["latency"]
     outcomes = summary["outcomes"]
     rates = {}

@@ -128,8 +128,8 @@ def plan_perplexity(context, plan, windows, batch_size: int) -> float:
 def best_so_far(store: RunStore, kind: str) -> list[float]:
     """Best fitness after each evaluation, in the order they were made."""
     curve, best = [], float("inf")
-    for row in store.db.query("select value from evaluations where kind = ? order by id", [kind]):
-        best = min(best, row["value"])
+    for value in store.evaluation_values(kind):
+        best = min(best, value)
         curve.append(best)
     return curve
 

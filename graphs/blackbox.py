@@ -10,13 +10,14 @@ same seed replays the same asks, so a killed run resumes from the run database.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 
 import numpy as np
 
 from agents.proposals import candidate_from
 from agents.types import Candidate
-from graphs.nodes import SearchDeps
+from graphs.nodes import SearchDeps, close_generation
 from pruning.genome import Genome
 from pruning.repair import repair
 
@@ -52,39 +53,40 @@ def run_blackbox(deps: SearchDeps, optimizer: str, max_evals: int) -> dict:
 
 
 def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
+    """Ask, repair, evaluate, tell; every `population` evaluations the generation is closed with
+    the graph's own bookkeeping (`close_generation`: survivors, statistics, record)."""
     s, space, budget = deps.settings, deps.space, deps.budget
     kind = deps.evaluator.cache_kind
     evaluated = deps.store.evaluation_count(kind)  # > 0 when resuming: those asks replay from the cache
-    batch: list[float] = []
-    asks = 0
+    seen: dict[str, Candidate] = {}  # every evaluated candidate, replays included: what survivors are drawn from
+    in_batch, asks, started = 0, 0, time.perf_counter()
     while evaluated < max_evals and asks < 10 * max_evals:
         asks += 1
         point = opt.ask()
         result = repair(Genome(s.granularity, tuple(float(v) for v in point.value)), space, budget)
         generation = evaluated // max(1, s.population)
+        candidate = candidate_from(result, f"nevergrad:{name}", generation)
         if deps.evaluator.cached(result.plan) is None:  # recorded before its evaluation: a kill loses nothing
-            deps.store.record_candidate(candidate_from(result, f"nevergrad:{name}", generation).to_dict())
+            deps.store.record_candidate(candidate.to_dict())
         fitness = deps.evaluator.evaluate(result.plan)
         opt.tell(point, fitness.value)
+        candidate.fitness = fitness.value
+        seen.setdefault(candidate.plan_key, candidate)
         if fitness.cached:
             continue  # a repeat (or, on resume, a replayed ask): no evaluation spent
         evaluated += 1
-        batch.append(fitness.value)
+        in_batch += 1
         if deps.on_event:
             deps.on_event("evaluated", {"done": evaluated, "total": max_evals, "fitness": fitness.value,
                                         "cached": False, "seconds": fitness.seconds})
-        if len(batch) == s.population or evaluated >= max_evals:
-            best = _best_from_store(deps)
-            stats = {"best": best.fitness, "mean": sum(batch) / len(batch), "diversity": 0.0, "wall_s": 0.0,
-                     "evaluations": evaluated}
-            deps.store.record_generation(generation, stats, [best.plan_key])
-            batch = []
+        if in_batch == s.population or evaluated >= max_evals:
+            close_generation(deps, generation, list(seen.values()), started)
+            in_batch, started = 0, time.perf_counter()
 
 
 def _best_from_store(deps: SearchDeps) -> Candidate:
     kind = deps.evaluator.cache_kind
-    row = next(deps.store.db.query("select e.value, c.* from evaluations e join candidates c on c.plan_key = e.plan_key"
-                                   " where e.kind = ? order by e.value, c.id limit 1", [kind]))
+    row = deps.store.best_candidate(kind)
     return Candidate(rates=json.loads(row["genome"]), granularity=row["granularity"], plan_key=row["plan_key"],
                      plan=json.loads(row["plan"]), total_params=row["total_params"], block_params=row["block_params"],
                      origin=row["origin"], generation=row["generation"], parents=json.loads(row["parents"]),

@@ -83,8 +83,25 @@ class RunStore:
     def evaluated_keys(self, kind: str) -> set[str]:
         return {row["plan_key"] for row in self.db.query("select plan_key from evaluations where kind = ?", [kind])}
 
-    def evaluation_count(self, kind: str) -> int:
-        return self.db["evaluations"].count_where("kind = ?", [kind])
+    def evaluation_count(self, kind: str | None = None) -> int:
+        """Evaluations of this fitness kind (all kinds when None)."""
+        return self.db["evaluations"].count_where("kind = ?", [kind]) if kind else self.db["evaluations"].count
+
+    def evaluation_values(self, kind: str) -> list[float]:
+        """Fitness values of this kind in the order they were made."""
+        return [row["value"] for row in self.db.query("select value from evaluations where kind = ? order by id", [kind])]
+
+    def evaluation_seconds(self) -> float:
+        return sum(row["seconds"] or 0.0 for row in self.db["evaluations"].rows)
+
+    def fitness_kinds(self) -> list[str]:
+        return [row["kind"] for row in self.db.query("select distinct kind from evaluations")]
+
+    def best_candidate(self, kind: str) -> dict | None:
+        """The candidate with the lowest fitness of this kind (its first record), with `value`."""
+        rows = self.db.query("select e.value, c.* from evaluations e join candidates c on c.plan_key = e.plan_key"
+                             " where e.kind = ? order by e.value, c.id limit 1", [kind])
+        return next(iter(rows), None)
 
     # -- candidates, calls, generations ----------------------------------------------------
     def record_candidate(self, candidate: dict) -> None:

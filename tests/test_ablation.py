@@ -12,6 +12,7 @@ from agents.schemas import choices_grammar
 from assembly.config import RunConfig
 from experiments.ablation import AblationSetup, parse_arm, run_cell, uniform_reference
 from pruning.data import TokenWindows
+from store.run_store import RunStore
 from tests.search_fixtures import fake_backend, llm_roles, run_tiny, tiny_search_deps
 from tests.test_search import PAIRS, assert_on_budget
 from tests.tiny import tiny_inputs
@@ -72,6 +73,12 @@ def test_blackbox_cell_resumes_from_its_database(tmp_path):
     second = run_cell(setup, parse_arm("cma"), 3, tmp_path)
     assert second["resumed"] and second["best_fitness"] == first["best_fitness"]
     assert second["evaluations"] == first["evaluations"] == setup.max_evals
+    # generations are closed with the graph's bookkeeping: real survivors and their spread
+    generations = RunStore(tmp_path / "cells" / "cma-s3" / "run.db").generations()
+    assert len(generations) == setup.max_evals // setup.config.population
+    assert all(len(json.loads(g["population"])) == setup.config.population for g in generations)
+    assert all(g["diversity"] > 0 and g["mean"] >= g["best"] for g in generations)
+    assert [g["best"] for g in generations] == sorted((g["best"] for g in generations), reverse=True)
 
 
 def test_random_search_draws_varied_genomes_on_budget(tmp_path):

@@ -50,7 +50,7 @@ def replay(console, store, generation: int | None = None, role: str | None = Non
     run = store.run() or {}
     console.print(Panel(f"run {run.get('id', '?')}  model {run.get('model', '?')}  {run.get('budget', '')}  "
                         f"agent {run.get('agent', '?')}  status {run.get('status', '?')}", title="Self-Pruner replay"))
-    kinds = [row["kind"] for row in store.db.query("select distinct kind from evaluations")]
+    kinds = store.fitness_kinds()
     fitness_kind = kinds[0] if kinds else None
     generations = store.generations()
     calls = store.calls(role)
@@ -89,7 +89,7 @@ def list_runs(console, stores: list) -> None:
         run = store.run()
         if not run:
             continue
-        evaluations = store.db["evaluations"].count
+        evaluations = store.evaluation_count()
         best = run.get("best_fitness")
         if best is None:
             gens = store.generations()
