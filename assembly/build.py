@@ -24,7 +24,7 @@ from pruning.data import TokenWindows, load_windows
 from pruning.importance import layer_importance
 from pruning.loading import LoadedModel, load_model, load_tokenizer
 from pruning.prepare import calibration_windows, make_budget, make_space, prepare
-from tools.fitness import FitnessEvaluator
+from evaluation.fitness import FitnessEvaluator
 from ui.console import err_console, progress_bar, stage
 
 

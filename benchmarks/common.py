@@ -65,7 +65,7 @@ def uniform_pruned(context, rate: float):
     """The paper's baseline at `rate` (uniform Wanda-sp, layer granularity, exactly as a search's
     report makes it): (pruned model, its parameters, dense parameters)."""
     from pruning.prepare import make_budget
-    from tools.finalize import uniform_wanda_sp
+    from evaluation.finalize import uniform_wanda_sp
 
     budget = make_budget(context.space, None, rate, "layer")
     baseline, result = uniform_wanda_sp(context, budget)

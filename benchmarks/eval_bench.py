@@ -21,8 +21,8 @@ import torch  # noqa: E402
 from benchmarks.common import ResultStore, machine, uniform_pruned  # noqa: E402
 from pruning.loading import load_model  # noqa: E402
 from pruning.prepare import PruneSettings, prepare  # noqa: E402
-from tools.timing import compare_timing  # noqa: E402
-from tools.zeroshot import TASKS, paper_average, zero_shot  # noqa: E402
+from evaluation.timing import compare_timing  # noqa: E402
+from evaluation.zeroshot import TASKS, paper_average, zero_shot  # noqa: E402
 
 
 def main() -> None:

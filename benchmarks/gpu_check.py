@@ -37,7 +37,7 @@ from pruning.genome import Genome  # noqa: E402
 from pruning.perplexity import perplexity  # noqa: E402
 from pruning.prepare import PruneSettings, make_budget, make_space  # noqa: E402
 from pruning.repair import repair  # noqa: E402
-from tools.finalize import uniform_wanda_sp  # noqa: E402
+from evaluation.finalize import uniform_wanda_sp  # noqa: E402
 
 DEVICE = "cuda"  # --device; "cpu" only to try this script out on a machine without a GPU
 SHAPES = {  # name: (hidden, intermediate, layers, heads, kv_heads, vocab)
@@ -130,7 +130,7 @@ def shaped_model(name: str):
 
 
 def time_shape(name: str, rates=(0.2, 0.5)) -> dict:
-    from tools.timing import speedups, time_model
+    from evaluation.timing import speedups, time_model
 
     model = shaped_model(name)
     generator = torch.Generator().manual_seed(0)
@@ -161,8 +161,8 @@ def time_shape(name: str, rates=(0.2, 0.5)) -> dict:
 def embedded_checks(store: ResultStore, data_dir: str, zero_shot_limit: int) -> None:
     from pruning.loading import load_model
     from pruning.prepare import prepare
-    from tools.timing import compare_timing
-    from tools.zeroshot import zero_shot
+    from evaluation.timing import compare_timing
+    from evaluation.zeroshot import zero_shot
 
     loaded = load_model("smollm2-135m", dtype="bfloat16", device=DEVICE)
     started = time.perf_counter()

@@ -42,7 +42,7 @@ from pruning.importance import compute_importance  # noqa: E402
 from pruning.perplexity import perplexity  # noqa: E402
 from pruning.prepare import make_budget  # noqa: E402
 from pruning.repair import repair  # noqa: E402
-from tools.zeroshot import task_score  # noqa: E402
+from evaluation.zeroshot import task_score  # noqa: E402
 
 FIXED = ("uniform wanda-sp", "uniform flap", "flap global", "owl wanda-sp")
 SEARCHES = {"random search": "random", "classic evolution": "classic", "cma-es (nevergrad)": "cma",
@@ -223,7 +223,7 @@ def stage_ppl(bench, store, rate, method, seeds, out_root):
 
 
 def stage_timing(bench, store, rate, method):
-    from tools.timing import time_model
+    from evaluation.timing import time_model
 
     key = f"{rate}|{method}|timing"
     if store.has(key) or not store.has(f"{rate}|{method}|ppl"):
@@ -234,7 +234,7 @@ def stage_timing(bench, store, rate, method):
 
 
 def stage_zeroshot(bench, store, rate, method):
-    from tools.zeroshot import zero_shot
+    from evaluation.zeroshot import zero_shot
 
     key = f"{rate}|{method}|zeroshot"
     if store.has(key) or bench.args.smoke or not bench.args.data_dir or not store.has(f"{rate}|{method}|ppl"):

@@ -13,7 +13,7 @@ from ui.console import console, err_console, progress_bar
 def run_eval(args) -> int:
     tasks = [] if args.tasks in ("", "none") else [t.strip() for t in args.tasks.split(",") if t.strip()]
     if tasks:
-        from tools.zeroshot_tasks import TASKS, task_file
+        from evaluation.zeroshot_tasks import TASKS, task_file
 
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:
@@ -31,7 +31,7 @@ def run_eval(args) -> int:
         results["wikitext2_test_ppl"] = perplexity(loaded.model, test, batch_size=args.batch_size, progress=progress)
     console.print(f"wikitext2 (test, {len(test)} x {test.seqlen} tokens)  ppl {results['wikitext2_test_ppl']:.3f}")
     if tasks:
-        from tools.zeroshot import zero_shot
+        from evaluation.zeroshot import zero_shot
 
         with err_console.status("zero-shot (lm-eval) ..."):
             shot = zero_shot(loaded.model, loaded.tokenizer, tasks=tasks, data_dir=args.data_dir,
@@ -41,7 +41,7 @@ def run_eval(args) -> int:
             console.print(f"{task:<14} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
         console.print(f"{'average':<14} {shot['average']:.4f}  ({shot['seconds']:.0f} s, limit {args.limit or 'none'})")
     if args.timing:
-        from tools.timing import time_model
+        from evaluation.timing import time_model
 
         with err_console.status("timing ..."):
             results["timing"] = time_model(loaded.model)

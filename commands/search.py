@@ -24,9 +24,9 @@ from graphs.runner import run_search
 from pruning.placement import OutOfMemory
 from pruning.versions import versions
 from store.run_store import RunStore
-from tools.finalize import finalize_search
-from tools.report import write_report
-from tools.zeroshot_tasks import TASKS, task_file
+from evaluation.finalize import finalize_search
+from evaluation.report import write_report
+from evaluation.zeroshot_tasks import TASKS, task_file
 from ui.console import STAGES, console, err_console, log_line, plain_output, progress_bar, stage
 from ui.live import SearchView
 from ui.search_summary import print_summary

@@ -26,8 +26,8 @@ from pruning.perplexity import perplexity
 from pruning.placement import is_dispatched
 from pruning.versions import versions
 from store.run_store import RunStore
-from tools.finalize import uniform_wanda_sp
-from tools.fitness import FitnessEvaluator
+from evaluation.finalize import uniform_wanda_sp
+from evaluation.fitness import FitnessEvaluator
 
 DEFAULT_ARMS = ("llm", "classic", "random", "llm-init", "prompts:no-importance", "prompts:no-history",
                 "prompts:diverse", "prompts:moves", "cma")

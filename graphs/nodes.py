@@ -28,7 +28,7 @@ class SearchSettings:
 @dataclass
 class SearchDeps:
     roles: dict  # agents.roles.Roles: role name -> (RoleContext) -> Proposal
-    evaluator: object  # tools.fitness.FitnessEvaluator
+    evaluator: object  # evaluation.fitness.FitnessEvaluator
     store: object  # store.run_store.RunStore
     space: object
     budget: object

@@ -18,7 +18,7 @@ from pruning.importance import collect_activation_stats, compute_importance, lay
 from pruning.space import PruningSpace
 from store.run_store import RunStore
 from tests.tiny import tiny_inputs, tiny_llama
-from tools.fitness import FitnessEvaluator
+from evaluation.fitness import FitnessEvaluator
 
 
 def fake_backend(answers: list[str]) -> ChatBackend:

@@ -7,8 +7,8 @@ import pytest
 from agents.roles import classic_roles
 from tests.search_fixtures import run_tiny
 from tests.tiny import tiny_llama
-from tools.report import write_report
-from tools.timing import speedups, time_model
+from evaluation.report import write_report
+from evaluation.timing import speedups, time_model
 
 
 def test_timing_returns_positive_medians():
@@ -51,7 +51,7 @@ def test_report_files_exist_and_parse(tmp_path):
 def test_lm_eval_runs_on_the_embedded_model(embedded, shared_data_dir):
     if shared_data_dir is None:
         pytest.skip("needs ../shared/data")
-    from tools.zeroshot import zero_shot
+    from evaluation.zeroshot import zero_shot
 
     result = zero_shot(embedded.model, embedded.tokenizer, tasks=["boolq", "winogrande", "arc_easy"],
                        data_dir=shared_data_dir, limit=4, batch_size=4)

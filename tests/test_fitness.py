@@ -4,7 +4,7 @@ from pruning.genome import Genome, PruningPlan
 from pruning.data import TokenWindows
 from tests.test_pruning_equivalence import make_context
 from tests.tiny import tiny_inputs, tiny_llama
-from tools.fitness import FitnessEvaluator
+from evaluation.fitness import FitnessEvaluator
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from pruning.placement import (
 )
 from pruning.prepare import make_budget, make_space, PruneSettings
 from pruning.repair import repair
-from tools.fitness import FitnessEvaluator
+from evaluation.fitness import FitnessEvaluator
 
 TINY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 256,
         "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 8, "num_hidden_layers": 4,

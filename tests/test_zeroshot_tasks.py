@@ -1,7 +1,7 @@
 """The seven offline zero-shot tasks: official document counts and known gold answers."""
 import pytest
 
-from tools.zeroshot_tasks import OFFICIAL_COUNTS, TaskDataError, gold, load_docs, task_config
+from evaluation.zeroshot_tasks import OFFICIAL_COUNTS, TaskDataError, gold, load_docs, task_config
 
 
 @pytest.fixture(scope="module")

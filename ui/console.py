@@ -21,7 +21,7 @@ def gpu_peak_gib() -> float | None:
 
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return None
-    from tools.timing import process_peak_bytes  # timing resets the counter; this keeps the process peak
+    from evaluation.timing import process_peak_bytes  # timing resets the counter; this keeps the process peak
 
     return sum(process_peak_bytes(i) for i in range(torch.cuda.device_count())) / 2**30
 

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tools.zeroshot import task_score  # noqa: E402
+from evaluation.zeroshot import task_score  # noqa: E402
 
 
 def plot_rates(path: Path, best_rates: list[float], uniform_rates: list[float], granularity: str) -> None:

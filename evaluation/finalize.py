@@ -51,14 +51,14 @@ def finalize_search(best: dict, context: PruningContext, budget: Budget, tokeniz
             say(f"test perplexity: {name}")
             rows[name] = perplexity(model, test, batch_size=batch_size)
         if zero_shot_options:
-            from tools.zeroshot import zero_shot
+            from evaluation.zeroshot import zero_shot
 
             say(f"zero-shot (lm-eval, limit {zero_shot_options.get('limit')}): {name}")
             zero[name] = zero_shot(model, tokenizer, batch_size=batch_size, **zero_shot_options)
 
     measure("dense", context.model)
     if timing:
-        from tools.timing import time_model
+        from evaluation.timing import time_model
 
         say("timing the dense model")
         timings["dense"] = time_model(context.model)
@@ -79,7 +79,7 @@ def finalize_search(best: dict, context: PruningContext, budget: Budget, tokeniz
     if zero:
         final["zero_shot"] = {name: zero[name] for name in ("dense", "uniform wanda-sp", "searched")}
     if timing:
-        from tools.timing import speedups, time_model
+        from evaluation.timing import speedups, time_model
 
         say("timing the searched model")
         timings["searched"] = time_model(pruned)

@@ -1,6 +1,6 @@
 """Zero-shot accuracy with lm-eval on an in-memory (possibly pruned, heterogeneous) model.
 
-Offline (the default here): our task configs over local files (tools/zeroshot_tasks.py).
+Offline (the default here): our task configs over local files (evaluation/zeroshot_tasks.py).
 `online=True` uses lm-eval's own task names (needs the hub)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from pruning.placement import input_device
-from tools.zeroshot_tasks import TASKS, task_config
+from evaluation.zeroshot_tasks import TASKS, task_config
 
 
 def zero_shot(model, tokenizer, tasks: list[str] | tuple[str, ...] = TASKS, data_dir: str | Path | None = None,
