@@ -61,6 +61,14 @@ def check_genomes(result, ctx):
     finals = [c for c in result.calls if c.outcome in ("used", "repaired", "retried", "fallback")]
     assert len(finals) == 1, [c.outcome for c in result.calls]
     assert len(result.genomes) == ctx.count
+    # the recorded outcome says truthfully whose genomes these are (the ablation counts on it)
+    from_llm = [o.startswith("llm:") for o in result.origins]
+    if finals[0].outcome == "fallback":
+        assert not any(from_llm), result.origins
+    else:
+        assert any(from_llm), (finals[0].outcome, result.origins)
+    if finals[0].outcome == "used":
+        assert all(from_llm) and not finals[0].notes
     for cand in to_candidates(ctx, result.genomes, result.origins, result.parents):
         assert cand.total_params <= BUDGET.target_params
         assert all(math.isfinite(r) and SPACE.min_rate - 1e-9 <= r <= 1 for r in cand.rates)
