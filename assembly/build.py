@@ -35,14 +35,13 @@ class PreparedRun:
     config: RunConfig
     loaded: LoadedModel
     context: PruningContext
-    budget: Budget  # at the config's granularity
     fitness_windows: TokenWindows  # validation: what the search optimises
     test_windows: TokenWindows  # test: reported, never searched on
 
-    def budget_for(self, granularity: str) -> Budget:
-        if granularity == self.config.granularity:
-            return self.budget
-        return make_budget(self.context.space, self.config.budget, self.config.rate, granularity)
+    def budget_for(self, granularity: str | None = None) -> Budget:
+        """The config's --budget / --rate on this model (granularity: the config's unless given;
+        it sets the smallest model a plan can reach)."""
+        return make_budget(self.context.space, self.config.budget, self.config.rate, granularity or self.config.granularity)
 
 
 def prepare_run(config: RunConfig, run_dir: Path, calibration_label: str = "calibration") -> PreparedRun:
@@ -60,10 +59,11 @@ def prepare_run(config: RunConfig, run_dir: Path, calibration_label: str = "cali
         loaded = load_model(config.model, dtype=config.dtype, device=config.device, max_memory=config.max_memory,
                             offload_folder=offload_folder_for(config, run_dir), random_weights=config.random_weights,
                             seed=config.seed, on_placement=show_placement, tokenizer=tokenizer)
-    budget = make_budget(make_space(loaded.model, settings), config.budget, config.rate, config.granularity)
+    if config.budget is not None or config.rate is not None:  # an impossible budget fails before calibrating
+        make_budget(make_space(loaded.model, settings), config.budget, config.rate, config.granularity)
     with stage("calibration"), progress_bar(calibration_label) as progress:
         context, _ = prepare(loaded.model, loaded.tokenizer, settings, progress=progress, calibration=calibration)
-    return PreparedRun(config, loaded, context, budget, fitness, test)
+    return PreparedRun(config, loaded, context, fitness, test)
 
 
 def build_search(config: RunConfig, context: PruningContext, budget: Budget, fitness_windows: TokenWindows,

@@ -127,7 +127,7 @@ def _search(config, run_id, run_dir, resume, prompts, backend) -> int:
 
 def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend) -> int:
     prepared = prepare_run(config, run_dir)
-    context, budget, loaded = prepared.context, prepared.budget, prepared.loaded
+    context, budget, loaded = prepared.context, prepared.budget_for(), prepared.loaded
     store = RunStore(run_dir / "run.db")
     store.start_run(run_id, config.model, budget.description, config.agent, config.to_dict(), versions())
     try:
