@@ -10,14 +10,13 @@ same seed replays the same asks, so a killed run resumes from the run database.
 from __future__ import annotations
 
 import json
-import time
 import warnings
 
 import numpy as np
 
 from agents.proposals import candidate_from
 from agents.types import Candidate
-from graphs.nodes import SearchDeps, close_generation
+from graphs.nodes import SearchDeps, make_nodes
 from pruning.genome import Genome
 from pruning.repair import repair
 
@@ -53,35 +52,34 @@ def run_blackbox(deps: SearchDeps, optimizer: str, max_evals: int) -> dict:
 
 
 def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
-    """Ask, repair, evaluate, tell; every `population` evaluations the generation is closed with
-    the graph's own bookkeeping (`close_generation`: survivors, statistics, record)."""
+    """Ask, repair, evaluate, tell, one point at a time (the optimizer's own order); the evaluation
+    and, every `population` evaluations, the survival step are the graph's own nodes, so fitness,
+    cache, events, survivors and generation records are the search's, not a copy."""
+    nodes = make_nodes(deps)
     s, space, budget = deps.settings, deps.space, deps.budget
     kind = deps.evaluator.cache_kind
     evaluated = deps.store.evaluation_count(kind)  # > 0 when resuming: those asks replay from the cache
-    seen: dict[str, Candidate] = {}  # every evaluated candidate, replays included: what survivors are drawn from
-    in_batch, asks, started = 0, 0, time.perf_counter()
+    state: dict = {"generation": 0, "population": [], "offspring": [], "best_history": [], "stale": 0}
+    in_batch, asks = 0, 0
     while evaluated < max_evals and asks < 10 * max_evals:
         asks += 1
         point = opt.ask()
         result = repair(Genome(s.granularity, tuple(float(v) for v in point.value)), space, budget)
         generation = evaluated // max(1, s.population)
         candidate = candidate_from(result, f"nevergrad:{name}", generation)
-        if deps.evaluator.cached(result.plan) is None:  # recorded before its evaluation: a kill loses nothing
+        repeat = deps.evaluator.cached(result.plan) is not None
+        if not repeat:  # recorded before its evaluation: a kill loses nothing
             deps.store.record_candidate(candidate.to_dict())
-        fitness = deps.evaluator.evaluate(result.plan)
-        opt.tell(point, fitness.value)
-        candidate.fitness = fitness.value
-        seen.setdefault(candidate.plan_key, candidate)
-        if fitness.cached:
+        (scored,) = nodes["evaluate"]({"offspring": [candidate.to_dict()]})["offspring"]
+        opt.tell(point, scored["fitness"])
+        state["offspring"].append(scored)
+        if repeat:
             continue  # a repeat (or, on resume, a replayed ask): no evaluation spent
         evaluated += 1
         in_batch += 1
-        if deps.on_event:
-            deps.on_event("evaluated", {"done": evaluated, "total": max_evals, "fitness": fitness.value,
-                                        "cached": False, "seconds": fitness.seconds})
         if in_batch == s.population or evaluated >= max_evals:
-            close_generation(deps, generation, list(seen.values()), started)
-            in_batch, started = 0, time.perf_counter()
+            state.update(nodes["survive"]({**state, "generation": generation}))
+            in_batch = 0
 
 
 def _best_from_store(deps: SearchDeps) -> Candidate:
