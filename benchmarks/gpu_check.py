@@ -190,7 +190,7 @@ def embedded_checks(store: ResultStore, data_dir: str, zero_shot_limit: int) -> 
             print(key, result["average"], f"{result['seconds']:.0f} s", flush=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", help="../shared/data layout (needed by the embedded stage)")
     parser.add_argument("--stages", default="tiny,shape,embedded")
@@ -198,7 +198,7 @@ def main() -> int:
     parser.add_argument("--zero-shot-limit", type=int, default=0, help="documents per task (0 = all)")
     parser.add_argument("--out", default=str(RESULTS / "gpu_check.json"))
     parser.add_argument("--device", default="cuda", help="cuda (default) or cuda:N; cpu only to try the script out")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     global DEVICE
     DEVICE = args.device
     if DEVICE.startswith("cuda") and not torch.cuda.is_available():

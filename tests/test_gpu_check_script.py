@@ -40,11 +40,20 @@ def test_tiny_checks_and_shape_timing_on_cpu(tmp_path):
     assert again.returncode == 0 and json.loads(out.read_text())["timing smoke"] == timing
 
 
-def test_bad_input_is_refused_with_a_clear_message(tmp_path):
-    done = run("--device", "cpu", "--stages", "embedded", "--out", str(tmp_path / "x.json"))
-    assert done.returncode == 2 and "needs --data-dir" in done.stderr
-    done = run("--device", "cpu", "--stages", "tiny,warp", "--out", str(tmp_path / "x.json"))
-    assert done.returncode == 2 and "warp" in done.stderr
+def test_bad_input_is_refused_with_a_clear_message(tmp_path, capsys):
+    """In process: the refusals come before any model is built."""
+    sys.path.insert(0, str(SCRIPT.parent.parent))
+    from benchmarks import gpu_check
+
+    def refused(*args) -> str:
+        try:
+            code = gpu_check.main(list(args))
+        except SystemExit as err:  # argparse's error exit
+            code = err.code
+        assert code == 2
+        return capsys.readouterr().err
+
+    assert "needs --data-dir" in refused("--device", "cpu", "--stages", "embedded", "--out", str(tmp_path / "x.json"))
+    assert "warp" in refused("--device", "cpu", "--stages", "tiny,warp", "--out", str(tmp_path / "x.json"))
     if not torch.cuda.is_available():
-        done = run("--stages", "tiny", "--out", str(tmp_path / "x.json"))
-        assert done.returncode == 2 and "CUDA is not available" in done.stderr
+        assert "CUDA is not available" in refused("--stages", "tiny", "--out", str(tmp_path / "x.json"))
