@@ -99,14 +99,15 @@ class RunConfig:
                        measured=False, default="on", choices=["on", "off"])
     out: str | None = option("finalize", "run folder (default runs/<run-id>)", measured=False, default=None)
 
+    def __post_init__(self):
+        if self.prompt is not None:  # argparse and JSON give lists; a frozen config holds a tuple
+            object.__setattr__(self, "prompt", tuple(self.prompt) or None)
+
     # ---- views
     @classmethod
     def from_args(cls, args) -> "RunConfig":
         """From an argparse namespace (or any object): the fields it has; the others keep their defaults."""
-        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-        if values.get("prompt") is not None:
-            values["prompt"] = tuple(values["prompt"])
-        return cls(**values)
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
@@ -118,9 +119,7 @@ class RunConfig:
 
     def resumed(self, stored: dict) -> "RunConfig":
         """This command line's process knobs over the stored run's settings (`--resume`)."""
-        return replace(self, **{f.name: stored[f.name] for f in fields(self) if f.metadata["run"] and f.name in stored
-                                and f.name != "prompt"},
-                       prompt=tuple(stored["prompt"]) if stored.get("prompt") else None)
+        return replace(self, **{f.name: stored[f.name] for f in fields(self) if f.metadata["run"] and f.name in stored})
 
     def measured(self) -> dict:
         """The settings that change what a search measures (compared across an ablation's processes)."""

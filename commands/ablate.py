@@ -36,7 +36,8 @@ def check_settings(out_dir: Path, settings: dict) -> None:
     path = out_dir / "settings.json"
     if path.exists():
         stored = json.loads(path.read_text())
-        defaults = RunConfig().measured()
+        settings = json.loads(json.dumps(settings))  # as stored (tuples become lists)
+        defaults = json.loads(json.dumps(RunConfig().measured()))
         changed = {k: (stored.get(k, defaults[k]), v) for k, v in settings.items()
                    if k in defaults and stored.get(k, defaults[k]) != v}
         if changed:

@@ -65,6 +65,9 @@ def test_ablation_folder_refuses_other_measured_settings(tmp_path):
     check_settings(tmp_path, RunConfig(rate=0.2, device="cuda", batch_size=16).measured())  # not measured: fine
     with pytest.raises(ValueError, match="population 8 -> 4"):
         check_settings(tmp_path, RunConfig(rate=0.2, population=4).measured())
+    other = tmp_path / "with-prompt"
+    check_settings(other, RunConfig(rate=0.2, prompt=("mutator=m.md",)).measured())
+    check_settings(other, RunConfig(rate=0.2, prompt=("mutator=m.md",)).measured())  # as stored in JSON: the same
 
 
 def test_ablation_folder_of_an_older_version_still_resumes(tmp_path):
