@@ -61,8 +61,7 @@ class LLMRoles:
     # -- the four roles --------------------------------------------------------------------
     def initialize(self, ctx: RoleContext, fallback: Role) -> Proposal:
         fields = {**common_fields(ctx), "importance": importance_text(ctx.layer_importance)}
-        classic_answer = fallback
-        fallback, parents = (lambda: classic_answer(ctx)), [[] for _ in range(ctx.count)]
+        parents = [[] for _ in range(ctx.count)]
         if self.prompts.answer == "moves":
             moves = mv.enumerate_moves(ctx, MOVES_LISTED)
             base = classic.uniform_rates(ctx)
@@ -101,9 +100,7 @@ class LLMRoles:
             for k, (a, b) in enumerate(pairs))
         fields = {**common_fields(ctx), "count": len(pairs), "parents": parents_text}
         keys = [[ctx.population[a].plan_key, ctx.population[b].plan_key] for a, b in pairs]
-        sub = RoleContext(**{**ctx.__dict__, "count": len(pairs)})
-        classic_answer = fallback
-        fallback = lambda: classic_answer(ctx)  # noqa: E731
+        sub = replace(ctx, count=len(pairs))
         if self.prompts.answer == "moves":
             options = mv.crossover_options(sub)
             fields |= {"options": mv.options_text(options), "answer_format": self._choice_format("crosser", len(pairs))}
@@ -119,9 +116,7 @@ class LLMRoles:
         genomes, parent_keys = ctx.genomes, ctx.parent_keys
         listed = "\n".join(f"{k}: {genome_text(list(g.rates))}" for k, g in enumerate(genomes))
         fields = {**common_fields(ctx), "count": len(genomes), "genomes": listed}
-        sub = RoleContext(**{**ctx.__dict__, "count": len(genomes)})
-        classic_answer = fallback
-        fallback, parents = (lambda: classic_answer(ctx)), [[k] for k in parent_keys]
+        sub, parents = replace(ctx, count=len(genomes)), [[k] for k in parent_keys]
         if self.prompts.answer == "moves":
             moves = mv.enumerate_moves(sub, MOVES_LISTED)
             fields |= {"moves": mv.moves_text(sub, moves), "answer_format": self._choice_format("mutator", len(genomes))}
@@ -147,7 +142,7 @@ class LLMRoles:
     def _length(ctx: RoleContext) -> int:
         return ctx.space.num_layers * (1 if ctx.granularity == "layer" else 2)
 
-    def _choice_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Callable[[], Proposal],
+    def _choice_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Role,
                      parents: list[list[str]], options: int, build: Callable[[int, list[int]], list[float]],
                      history: RoleContext | None = None) -> Proposal:
         """Move-based answer: option indices per item, turned into rates by `build(item, chosen)`."""
@@ -161,10 +156,11 @@ class LLMRoles:
                                  choices_grammar(ctx.count, options, per), decode,
                                  choices_answer_chars(ctx.count, options, per), history)
 
-    def _genome_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Callable[[], Proposal],
+    def _genome_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Role,
                      parents: list[list[str]], schema: dict | None = None, grammar: str | None = None,
                      decode=None, answer_chars: int | None = None, history: RoleContext | None = None) -> Proposal:
-        """`history`: the context whose population the prompt shows as scored history (None: none)."""
+        """`fallback(ctx)` answers when every attempt fails and tops up a short answer; `history`:
+        the context whose population the prompt shows as scored history (None: none)."""
         length = self._length(ctx)
         if decode is None:
             schema, grammar = genomes_schema(ctx.count, length), genomes_grammar(ctx.count, length)
@@ -177,7 +173,7 @@ class LLMRoles:
         prompt, _ = self._render(role, fields, need, history=history)
         parsed, calls = self._ask(role, ctx, prompt, schema, grammar, decode, need)
         if parsed is None:
-            result = fallback()
+            result = fallback(ctx)
             result.calls = calls + [self._fallback(role, ctx)]
             return result
         rate_lists, notes, _ = parsed
@@ -191,7 +187,7 @@ class LLMRoles:
             notes.append(f"{duplicates} duplicate(s) of known or sibling configurations")
         repaired = any(material_repair(r.notes) for r in repairs) or duplicates > 0
         if len(genomes) < ctx.count:  # top up with the classic operator's answers
-            extra = fallback()
+            extra = fallback(ctx)
             missing = ctx.count - len(genomes)
             genomes += extra.genomes[len(genomes):][:missing]
             origins += extra.origins[len(origins):][:missing]
