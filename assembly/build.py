@@ -23,7 +23,7 @@ from pruning.context import PruningContext
 from pruning.data import TokenWindows, load_windows
 from pruning.importance import layer_importance
 from pruning.loading import LoadedModel, load_model, load_tokenizer
-from pruning.prepare import calibration_windows, make_budget, make_space, prepare
+from pruning.prepare import calibration_windows, make_budget, prepare
 from evaluation.fitness import FitnessEvaluator
 from ui.console import err_console, progress_bar, stage
 
@@ -59,8 +59,6 @@ def prepare_run(config: RunConfig, run_dir: Path, calibration_label: str = "cali
         loaded = load_model(config.model, dtype=config.dtype, device=config.device, max_memory=config.max_memory,
                             offload_folder=offload_folder_for(config, run_dir), random_weights=config.random_weights,
                             seed=config.seed, on_placement=show_placement, tokenizer=tokenizer)
-    if config.budget is not None or config.rate is not None:  # an impossible budget fails before calibrating
-        make_budget(make_space(loaded.model, settings), config.budget, config.rate, config.granularity)
     with stage("calibration"), progress_bar(calibration_label) as progress:
         context, _ = prepare(loaded.model, loaded.tokenizer, settings, progress=progress, calibration=calibration)
     return PreparedRun(config, loaded, context, fitness, test)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
+from assembly.cpu_heap import CHOICES as CPU_HEAP_CHOICES
+
 GROUPS = ("model", "budget", "pruning", "agent", "search", "evolution", "finalize")
 
 
@@ -39,7 +41,7 @@ class RunConfig:
                                         "in the run folder)", run=False, measured=False, default=None, metavar="DIR")
     cpu_heap: str = option("model", "auto: when the model computes on the CPU, freed buffers over 4 MiB go back to the system "
                            "(glibc's mmap threshold fixed: a bounded peak, 5-25%% more CPU time); glibc: its default",
-                           run=False, measured=False, default="auto", choices=["auto", "bounded", "glibc"])
+                           run=False, measured=False, default="auto", choices=list(CPU_HEAP_CHOICES))
     random_weights: bool = option("model", "random weights from the model's config instead of reading them (scale checks, "
                                   "speed before a download)", default=False, action="store_true")
     data_dir: str | None = option("model", "folder with wikitext-2-raw/ and c4/ (default: $SELF_PRUNER_DATA_DIR, bundled "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from assembly.cpu_heap import configure_cpu_heap
 from pruning.budget import format_params
 from pruning.placement import Placement, PlacementError, parse_max_memory, physical_memory, place
 from pruning.resources import Estimate, RunShape, estimate
@@ -85,3 +86,11 @@ def check_feasible(args, settings, offload_folder: str | None = None) -> Estimat
                              + "; ".join(est.problems) + ". See `python main.py plan` and pass --max-memory")
     return est
 
+
+
+def ready_machine(args, settings, offload_folder: str | None = None) -> Estimate:
+    """Before any weight is read: the budget and the machine checked (`check_feasible`), then the C
+    heap set for where the model will compute (`--cpu-heap`, assembly/cpu_heap.py)."""
+    est = check_feasible(args, settings, offload_folder)
+    configure_cpu_heap(getattr(args, "cpu_heap", "auto"), est.placement.main_device)
+    return est

@@ -14,8 +14,7 @@ from pathlib import Path
 from agents.chat import make_backend
 from assembly.build import prepare_run
 from assembly.config import RunConfig
-from assembly.placement_options import check_feasible, offload_folder_for
-from commands.cpu_heap import configure_cpu_heap
+from assembly.placement_options import offload_folder_for, ready_machine
 from experiments.ablation import DEFAULT_ARMS, AblationSetup, parse_arm, run_cell, uniform_reference
 from ui.ablation_report import rich_table, verdict, write_ablation_report
 from ui.console import console, err_console, progress_bar
@@ -66,8 +65,7 @@ def run_ablate(args) -> int:
     check_settings(out_dir, settings_record)
     if any(arm.uses_llm for arm in arms) and config.agent == "classic":
         raise ValueError("LLM arms need --agent local, openai:<model> or a URL (not classic); or drop those arms")
-    estimate = check_feasible(config, config.prune_settings(), offload_folder_for(config, out_dir))
-    configure_cpu_heap(config.cpu_heap, estimate.placement.main_device)
+    ready_machine(config, config.prune_settings(), offload_folder_for(config, out_dir))
     prepared = prepare_run(config, out_dir, calibration_label="calibration (shared by every cell)")
 
     def backend_factory():
@@ -79,9 +77,8 @@ def run_ablate(args) -> int:
     setup = AblationSetup(config=config, context=prepared.context, budgets=budgets,
                           fitness_windows=prepared.fitness_windows, test_windows=prepared.test_windows,
                           backend_factory=backend_factory)
-    test = prepared.test_windows
     settings_record |= {"budget_description": budgets["layer"].description, "max_evals": setup.max_evals,
-                        "test_windows": len(test)}
+                        "test_windows": len(prepared.test_windows)}
     (out_dir / "settings.json").write_text(json.dumps(settings_record, indent=2))  # for --report-only
     try:
         with err_console.status("uniform Wanda-sp reference ..."):

@@ -18,8 +18,7 @@ from pruning.perplexity import perplexity
 from pruning.prepare import calibration_windows, make_budget, make_space, prepare
 from pruning.repair import repair
 from pruning.versions import versions
-from commands.cpu_heap import configure_cpu_heap
-from assembly.placement_options import check_feasible, offload_folder_for, pruned_offload_folder, show_placement
+from assembly.placement_options import offload_folder_for, pruned_offload_folder, ready_machine, show_placement
 from ui.console import console, err_console, progress_bar, stage
 from ui.tables import comparison_table, rates_line
 
@@ -46,8 +45,7 @@ def run_prune(args) -> int:
     started = time.perf_counter()
     out = Path(args.out) if args.out else Path("runs") / f"prune-{datetime.now():%Y%m%d-%H%M%S}" / "model"
     # an impossible budget or machine fails here, before any weight is read
-    estimate = check_feasible(args, settings, offload_folder_for(args, out.parent))
-    configure_cpu_heap(args.cpu_heap, estimate.placement.main_device)
+    ready_machine(args, settings, offload_folder_for(args, out.parent))
     with stage("data"):  # text before weights: tokenizing must not stack on the model's memory
         tokenizer = load_tokenizer(args.model, args.random_weights)
         calibration = calibration_windows(tokenizer, settings)

@@ -18,8 +18,7 @@ from agents.prompting import PromptSet
 from agents.roles import make_roles, uses_llm
 from assembly.build import build_search, prepare_run
 from assembly.config import RunConfig
-from commands.cpu_heap import configure_cpu_heap
-from assembly.placement_options import check_feasible, offload_folder_for, pruned_offload_folder
+from assembly.placement_options import offload_folder_for, pruned_offload_folder, ready_machine
 from graphs.runner import run_search
 from pruning.placement import OutOfMemory
 from pruning.versions import versions
@@ -100,10 +99,8 @@ def run_search_command(args) -> int:
         run_dir = Path(config.out) if config.out else RUNS_ROOT / run_id
     llm = uses_llm(config.agent, config.llm_roles)  # --agent classic or --llm-roles "": no chat backend at all
     prompts = PromptSet.load(config.prompts, prompt_overrides(config.prompt)) if llm else None
-    settings = config.prune_settings()
     with stage("checking the budget and the machine (config only)"):
-        estimate = check_feasible(config, settings, offload_folder_for(config, run_dir))
-    configure_cpu_heap(config.cpu_heap, estimate.placement.main_device)
+        ready_machine(config, config.prune_settings(), offload_folder_for(config, run_dir))
     # The agent first: an unreachable URL or a missing key should fail before minutes of loading.
     backend = None
     if llm:

@@ -86,14 +86,23 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         return {"offspring": evaluated}
 
     def survive(state: SearchState) -> dict:
-        generation = state.get("generation", 0)
-        offspring = [Candidate.from_dict(c) for c in state.get("offspring", [])]
-        survivors, stats = close_generation(deps, generation, _population(state) + offspring, time.perf_counter())
-        best = stats["best"]
+        started = time.perf_counter()
+        merged: dict[str, Candidate] = {}
+        for cand in _population(state) + [Candidate.from_dict(c) for c in state.get("offspring", [])]:
+            if cand.plan_key not in merged or cand.fitness < merged[cand.plan_key].fitness:
+                merged[cand.plan_key] = cand
+        ranked = sorted(merged.values(), key=lambda c: (c.fitness, c.plan_key))
+        survivors = _diverse_top(ranked, s.population, s.min_distance)
+        best = survivors[0].fitness
         history = list(state.get("best_history", []))
         improved = not history or best < min(history) - 1e-9
         stale = 0 if improved else state.get("stale", 0) + 1
         history.append(best)
+        generation = state.get("generation", 0)
+        fits = [c.fitness for c in survivors]
+        stats = {"best": best, "mean": sum(fits) / len(fits), "diversity": _diversity(survivors),
+                 "wall_s": time.perf_counter() - started, "evaluations": deps.evaluator.evaluations}
+        deps.store.record_generation(generation, stats, [c.plan_key for c in survivors])
         done = generation + 1 > s.generations or (s.patience > 0 and stale >= s.patience)
         if deps.on_event:
             deps.on_event("generation", {"generation": generation, **stats, "done": done})
@@ -134,24 +143,6 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
 
     return {"initialize": initialize, "evaluate": evaluate, "survive": survive, "select": select,
             "crossover": crossover, "mutate": mutate, "finalize": finalize}
-
-
-def close_generation(deps: SearchDeps, generation: int, candidates: list[Candidate],
-                     started: float) -> tuple[list[Candidate], dict]:
-    """The bookkeeping every search driver shares (the graph's survive node, the black-box
-    optimizer): the best `population` distinct candidates survive, and the generation is recorded
-    with their statistics. Returns (survivors, stats)."""
-    merged: dict[str, Candidate] = {}
-    for cand in candidates:
-        if cand.plan_key not in merged or cand.fitness < merged[cand.plan_key].fitness:
-            merged[cand.plan_key] = cand
-    ranked = sorted(merged.values(), key=lambda c: (c.fitness, c.plan_key))
-    survivors = _diverse_top(ranked, deps.settings.population, deps.settings.min_distance)
-    fits = [c.fitness for c in survivors]
-    stats = {"best": survivors[0].fitness, "mean": sum(fits) / len(fits), "diversity": _diversity(survivors),
-             "wall_s": time.perf_counter() - started, "evaluations": deps.evaluator.evaluations}
-    deps.store.record_generation(generation, stats, [c.plan_key for c in survivors])
-    return survivors, stats
 
 
 def _distance(a: Candidate, b: Candidate) -> float:

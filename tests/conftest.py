@@ -34,7 +34,7 @@ def cli(capsys, monkeypatch):
     from types import SimpleNamespace
 
     import main
-    from commands import cpu_heap
+    from assembly import cpu_heap
 
     # --cpu-heap changes the whole process's allocator: tested in a child (test_cpu_heap.py), not here
     monkeypatch.setattr(cpu_heap, "fix_mmap_threshold", lambda *args, **kwargs: False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from commands.cpu_heap import configure_cpu_heap
+from assembly.cpu_heap import configure_cpu_heap
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,7 +15,7 @@ CHILD = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
     import torch
-    from commands.cpu_heap import configure_cpu_heap
+    from assembly.cpu_heap import configure_cpu_heap
 
     def rss():
         with open("/proc/self/statm") as f:

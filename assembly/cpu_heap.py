@@ -6,7 +6,7 @@ activation buffers of a few MB come from the heap and, once freed, stay there as
 a 0.75B Llama on this CPU grew the process by 0.2-2.5 GB, differently in runs of identical work
 (BENCHMARKS.md, "On this CPU: memory"); `plan` could not promise a peak. A fixed 4 MiB threshold
 gives every larger buffer its own mapping, returned to the system when freed: the same search
-peaked at 2.11-2.14 GB (load-only 1.92 GB), at 10-25% more CPU time (every such buffer's pages are
+peaked at 2.09 GB (load-only 1.92 GB), at 5-25% more CPU time (every such buffer's pages are
 faulted in anew). GPU runs keep glibc's default: their activations are not on the C heap.
 """
 from __future__ import annotations
