@@ -56,12 +56,19 @@ def copy_tokenizer(writer: gguf.GGUFWriter, path: Path) -> str:
 def hf_tokenizer(writer: gguf.GGUFWriter, directory: Path, vocab_size: int) -> str | None:
     """Write the vocabulary of HF tokenizer files; None when the folder has none we can read."""
     vocab = None
-    for kind in (gguf.vocab.BpeVocab, gguf.vocab.LlamaHfVocab, gguf.vocab.SentencePieceVocab):
+    kinds = [gguf.vocab.BpeVocab, gguf.vocab.LlamaHfVocab]
+    if (directory / "tokenizer.model").is_file():
+        kinds.append(gguf.vocab.SentencePieceVocab)
+    for kind in kinds:
         try:
             vocab = kind(directory)
             break
-        except (FileNotFoundError, TypeError, ImportError):
+        except (FileNotFoundError, TypeError):
             continue
+        except RuntimeError as err:  # gguf raises this when the sentencepiece package is missing
+            from deploy.checkpoint_reader import ExportError
+
+            raise ExportError(f"{directory} has a SentencePiece tokenizer: pip install sentencepiece ({err})") from err
     if vocab is None:
         return None
     tokens, scores, types = [], [], []
