@@ -13,7 +13,6 @@ import os
 import sys
 
 EXIT_USAGE = 2
-ZERO_SHOT_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,19 +62,36 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--report-only", action="store_true", help="only rebuild the comparison from the finished cells")
 
     evaluate = sub.add_parser("eval", help="evaluate any model: WikiText-2 test perplexity, zero-shot, timing")
-    evaluate.add_argument("target", metavar="MODEL", help="pruned checkpoint, HF directory or id, or alias")
+    evaluate.add_argument("target", metavar="MODEL", help="pruned checkpoint, HF directory or id, alias, or FILE.gguf (through llama.cpp)")
     evaluate.add_argument("--dtype", default="auto")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--max-memory", default=None, metavar="SPEC", help="as for the search, e.g. 0=70GiB,cpu=200GiB")
     evaluate.add_argument("--offload-folder", default="offload", metavar="DIR", help="disk offload folder if needed")
     evaluate.add_argument("--data-dir", default=None, help="folder with the task files (and wikitext-2-raw/)")
-    evaluate.add_argument("--tasks", default=",".join(ZERO_SHOT_TASKS), help="comma list of zero-shot tasks, or 'none'")
+    evaluate.add_argument("--tasks", default=None, help="comma list of zero-shot tasks, or 'none' (default: all seven; "
+                                                        "none for a GGUF)")
     evaluate.add_argument("--limit", type=int, default=0, help="documents per task (0 = all)")
     evaluate.add_argument("--eval-seqlen", type=int, default=512)
     evaluate.add_argument("--eval-windows", type=int, default=0, help="WikiText-2 test windows (0 = all)")
-    evaluate.add_argument("--timing", action="store_true", help="also time prefill and decode")
+    evaluate.add_argument("--timing", action="store_true", help="also time prefill and decode (a GGUF: in llama.cpp)")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+
+    export = sub.add_parser("export", help="write a checkpoint for another runtime: GGUF (llama.cpp) or DeciLM (vLLM)")
+    export.add_argument("target", metavar="MODEL", help="checkpoint folder (from prune or a search run) or model alias")
+    export.add_argument("--format", choices=("gguf", "decilm"), default="gguf",
+                        help="gguf: llama.cpp and runtimes built on it; decilm: vLLM's DeciLMForCausalLM (default gguf)")
+    export.add_argument("--quant", default="f16", help="GGUF types, comma list of f16, bf16, q8_0, q4_k_m (default f16)")
+    export.add_argument("--out", default=None, help="FILE.gguf (one type) or folder; DeciLM: folder "
+                                                     "(default: beside the checkpoint, <name>-<type>.gguf / <name>-decilm)")
+
+    serve = sub.add_parser("serve", help="an OpenAI-compatible endpoint of a model through llama.cpp's server")
+    serve.add_argument("target", metavar="MODEL", help="FILE.gguf, or a checkpoint folder or alias (exported first)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--quant", default="f16", help="GGUF type when exporting a checkpoint (default f16)")
+    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: up to 4)")
+    serve.add_argument("--ctx", type=int, default=None, help="context in tokens (default: the model's, 4096-8192)")
     return parser
 
 
@@ -112,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
             from commands.ablate import run_ablate
 
             return run_ablate(args)
+        if args.command == "export":
+            from commands.export import run_export
+
+            return run_export(args)
+        if args.command == "serve":
+            from commands.serve import run_serve
+
+            return run_serve(args)
         if args.command == "eval":
             from commands.evaluate import run_eval
 

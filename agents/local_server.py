@@ -9,7 +9,7 @@ and at most 8192 tokens: the embedded SmolLM2-135M was trained on 8192, which an
 needs (an 80-layer crosser prompt alone is ~4000 tokens, see agents/limits.py). The size of the
 KV cache does not change what the model answers, only the memory it reserves.
 
-    python -m agents.local_server MODEL.gguf PORT THREADS CTX   (what the child runs)
+    python -m agents.local_server MODEL.gguf PORT THREADS CTX [HOST]   (what the child runs)
 """
 from __future__ import annotations
 
@@ -97,11 +97,12 @@ def _die_with_parent() -> None:
 
 class LocalLlamaServer:
     def __init__(self, gguf: str | Path, threads: int | None = None, ctx: int | None = None,
-                 startup_timeout: float = 120.0):
+                 startup_timeout: float = 120.0, port: int | None = None, host: str = "127.0.0.1"):
         self.gguf = Path(gguf)
         if not self.gguf.is_file():
             raise LocalServerError(f"agent model {gguf} is not a file")
-        self.port = free_port()
+        self.port = port or free_port()
+        self.host = host  # 127.0.0.1 for the agent; `main.py serve --host 0.0.0.0` to share
         self.threads = threads or max(1, min(4, os.cpu_count() or 1))
         self.ctx = ctx or auto_context(self.gguf)  # None: from the GGUF (see the module docstring)
         self.startup_timeout = startup_timeout
@@ -109,10 +110,10 @@ class LocalLlamaServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '::') else self.host}:{self.port}/v1"
 
     def start(self) -> "LocalLlamaServer":
-        cmd = [sys.executable, "-m", "agents.local_server", str(self.gguf), str(self.port), str(self.threads), str(self.ctx)]
+        cmd = [sys.executable, "-m", "agents.local_server", str(self.gguf), str(self.port), str(self.threads), str(self.ctx), self.host]
         root = Path(__file__).resolve().parent.parent
         env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
@@ -131,7 +132,7 @@ class LocalLlamaServer:
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as response:
+            with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/health", timeout=1) as response:
                 return response.status == 200
         except OSError:
             return False
@@ -158,7 +159,7 @@ class LocalLlamaServer:
         self.stop()
 
 
-def _serve(gguf: str, port: int, threads: int, ctx: int) -> None:
+def _serve(gguf: str, port: int, threads: int, ctx: int, host: str = "127.0.0.1") -> None:
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -166,7 +167,7 @@ def _serve(gguf: str, port: int, threads: int, ctx: int) -> None:
     params.n_ctx = ctx
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
-    params.hostnames = ["127.0.0.1"]
+    params.hostnames = [host]
     params.port = port
     params.n_parallel = 1
     server = xllamacpp.Server(params)  # noqa: F841 (serves on its own threads while we wait)
@@ -179,4 +180,4 @@ def _serve(gguf: str, port: int, threads: int, ctx: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])

@@ -11,6 +11,12 @@ from ui.console import console, err_console, progress_bar
 
 
 def run_eval(args) -> int:
+    if args.target.endswith(".gguf"):
+        return run_eval_gguf(args)
+    if args.tasks is None:
+        from evaluation.zeroshot_tasks import TASKS
+
+        args.tasks = ",".join(TASKS)
     tasks = [] if args.tasks in ("", "none") else [t.strip() for t in args.tasks.split(",") if t.strip()]
     if tasks:
         from evaluation.zeroshot_tasks import TASKS, task_file
@@ -48,6 +54,41 @@ def run_eval(args) -> int:
         for key, row in results["timing"]["prefill"].items():
             console.print(f"prefill {key:<8} {row['median_s'] * 1000:8.1f} ms  ({row['tokens_per_s']:.0f} tok/s)")
         console.print(f"decode          {results['timing']['decode']['tokens_per_s']:.1f} tok/s")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2, default=str)
+    return 0
+
+
+def run_eval_gguf(args) -> int:
+    """A GGUF through llama.cpp: WikiText-2 test perplexity (llama.cpp's own tokenizer, every
+    token of each window scored, as for checkpoints), and with --timing its prompt and decode speed."""
+    from pathlib import Path
+
+    from deploy.llamacpp_runtime import LlamaCppModel, token_windows
+    from pruning.data import load_text
+
+    path = Path(args.target)
+    if not path.is_file():
+        raise FileNotFoundError(f"{args.target}: no such GGUF file")
+    if args.tasks not in (None, "", "none"):
+        raise ValueError("zero-shot tasks run on checkpoints (lm-eval through transformers), not on a GGUF: "
+                         "pass the checkpoint folder, or --tasks none")
+    results = {"model": str(path), "runtime": "llama.cpp", "bytes": path.stat().st_size}
+    with LlamaCppModel(path, n_ctx=args.eval_seqlen) as runtime:
+        ids = runtime.tokenize(load_text("wikitext2", "test", args.data_dir))
+        windows = token_windows(ids, args.eval_seqlen, args.eval_windows or None)
+        with progress_bar("WikiText-2 test perplexity (llama.cpp)") as progress:
+            results["wikitext2_test_ppl"] = runtime.perplexity(windows, progress=progress)
+    console.print(f"wikitext2 (test, {len(windows)} x {args.eval_seqlen} tokens, llama.cpp)  "
+                  f"ppl {results['wikitext2_test_ppl']:.3f}")
+    if args.timing:
+        with LlamaCppModel(path, n_ctx=args.eval_seqlen + 64, logits_all=False) as runtime:
+            with err_console.status("timing (llama.cpp) ..."):
+                speed = runtime.speed(ids[: args.eval_seqlen], decode_tokens=64)
+        results["timing"] = speed.__dict__
+        console.print(f"prompt {speed.prompt_tokens} tokens  {speed.prompt_tokens_per_s:8.1f} tok/s   "
+                      f"decode {speed.decode_tokens_per_s:.1f} tok/s  ({speed.threads} threads)")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2, default=str)

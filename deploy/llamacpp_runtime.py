@@ -169,3 +169,11 @@ class LlamaCppModel:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def token_windows(ids: list[int], seqlen: int, limit: int | None = None) -> list[list[int]]:
+    """Consecutive windows of `seqlen` tokens (the last partial one dropped), as pruning/data.py cuts them."""
+    n = len(ids) // seqlen
+    if limit:
+        n = min(n, limit)
+    return [ids[k * seqlen:(k + 1) * seqlen] for k in range(n)]

@@ -1,0 +1,68 @@
+"""`main.py serve MODEL|FILE.gguf`: an OpenAI-compatible endpoint of a (pruned) model through
+llama.cpp's own server (xllamacpp), run as a child process the way the local agent's is."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from ui.console import console, err_console
+
+
+def gguf_for(target: str, quant: str) -> Path:
+    """The GGUF to serve: the file itself, or one exported from a checkpoint folder (reused while
+    it is newer than the checkpoint's weights)."""
+    path = Path(target).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    from commands.export import checkpoint_dir, export_gguf, gguf_targets, parse_quants
+
+    folder, name = checkpoint_dir(target)
+    quants = parse_quants(quant)
+    targets = gguf_targets(folder, name, quants, None, target)
+    gguf = targets[quants[0]]
+    weights = [p.stat().st_mtime for p in folder.glob("*.safetensors")]
+    if gguf.is_file() and weights and gguf.stat().st_mtime > max(weights):
+        err_console.print(f"serving {gguf} (exported earlier from {folder})")
+        return gguf
+    export_gguf(folder, name, quants, targets)
+    return gguf
+
+
+def port_free(host: str, port: int) -> None:
+    import socket
+
+    from agents.local_server import LocalServerError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise LocalServerError(f"cannot listen on {host}:{port} ({err.strerror}): pick another --port") from err
+
+
+def run_serve(args) -> int:
+    from agents.local_server import LocalLlamaServer
+
+    port_free(args.host, args.port)  # before any export: a taken port is a one-line error
+    gguf = gguf_for(args.target, args.quant)
+    server = LocalLlamaServer(gguf, threads=args.threads, ctx=args.ctx, port=args.port, host=args.host)
+    with err_console.status(f"starting llama.cpp server on {args.host}:{args.port} ..."):
+        server.start()
+    console.print(f"serving {gguf.name} at {server.base_url}  (OpenAI-compatible; model name: any)")
+    console.print(f"try: curl {server.base_url}/chat/completions -H 'Content-Type: application/json' "
+                  "-d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")
+    console.print("stop with Ctrl-C")
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        while not stop:
+            if server.process is None or server.process.poll() is not None:
+                raise RuntimeError("the llama.cpp server stopped")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    console.print("server stopped")
+    return 0
