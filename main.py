@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--eval-seqlen", type=int, default=512, help="WikiText-2 test window length")
     prune.add_argument("--eval-windows", type=int, default=0, help="WikiText-2 test windows to score (0 = all)")
     prune.add_argument("--no-eval", action="store_true", help="skip the perplexity comparison")
-    prune.add_argument("--export-decilm", action="store_true",
-                       help="also write a DeciLM/nemotron-nas checkpoint (vLLM) when the plan keeps all query heads")
+    prune.add_argument("--export", default="", metavar="SPEC",
+                       help="also export the checkpoint: comma list of gguf (f16), gguf:bf16, gguf:q8_0, gguf:q4_k_m, decilm")
     prune.add_argument("--out", default=None, help="checkpoint directory (default runs/prune-<time>/model)")
 
     plan = sub.add_parser("plan", help="what a run needs, from the config alone: sizes, plan, memory per stage, placement, time")

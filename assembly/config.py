@@ -100,6 +100,9 @@ class RunConfig:
     save: str = option("finalize", "write the pruned checkpoint (off: measure only, e.g. a scale check with too little disk)",
                        measured=False, default="on", choices=["on", "off"])
     out: str | None = option("finalize", "run folder (default runs/<run-id>)", measured=False, default=None)
+    export: str = option("finalize", "also export the saved checkpoint: comma list of gguf (f16), gguf:bf16, gguf:q8_0, "
+                         "gguf:q4_k_m, decilm; each GGUF's perplexity and speed in llama.cpp go in the report",
+                         measured=False, default="")
 
     def __post_init__(self):
         if self.prompt is not None:  # argparse and JSON give lists; a frozen config holds a tuple

@@ -4,12 +4,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
-
-from deploy.checkpoint_reader import CheckpointReader, ExportError
+from deploy.checkpoint_reader import ExportError
+from deploy.exports import export_gguf, gguf_targets, parse_quants
 from ui.console import console, err_console, progress_bar
-
-FORMATS = ("gguf", "decilm")
 
 
 def checkpoint_dir(target: str) -> tuple[Path, str]:
@@ -22,64 +19,6 @@ def checkpoint_dir(target: str) -> tuple[Path, str]:
     if target in ALIASES:
         return Path(resolve_source(target)), target
     raise ExportError(f"{target} is not a checkpoint folder (from prune or a search run) or a model alias")
-
-
-def parse_quants(text: str) -> list[str]:
-    from deploy.llamacpp_runtime import QUANT_TYPES
-
-    quants = [q.strip().lower() for q in text.split(",") if q.strip()]
-    unknown = [q for q in quants if q not in QUANT_TYPES]
-    if unknown or not quants:
-        raise ExportError(f"--quant takes a comma list of {', '.join(QUANT_TYPES)}, not {text!r}")
-    return quants
-
-
-def gguf_targets(folder: Path, name: str, quants: list[str], out: str | None, target: str) -> dict[str, Path]:
-    if out and out.endswith(".gguf"):
-        if len(quants) > 1:
-            raise ExportError("--out names one file but --quant asks for several: give a folder instead")
-        return {quants[0]: Path(out)}
-    where = Path(out) if out else (folder.parent if Path(target).expanduser().is_dir() else Path.cwd())
-    return {q: where / f"{name}-{q}.gguf" for q in quants}
-
-
-def export_gguf(folder: Path, name: str, quants: list[str], targets: dict[str, Path]) -> list[dict]:
-    """f16/bf16 are written directly; q8_0/q4_k_m by llama.cpp's own quantizer from a lossless
-    base (bf16 for a bf16 checkpoint, else f16), kept only if it was asked for. One row per file."""
-    from deploy.gguf_export import write_gguf
-
-    rows = []
-
-    def write(kind: str, path: Path) -> None:
-        with progress_bar(f"GGUF {kind}") as progress:
-            summary = write_gguf(folder, path, kind, name=name, progress=progress)
-        if not rows:
-            for note in (summary.tokenizer, *summary.notes):
-                err_console.print(f"gguf: {note}")
-
-    for kind in ("f16", "bf16"):
-        if kind in targets:
-            write(kind, targets[kind])
-            rows.append({"file": str(targets[kind]), "type": kind, "bytes": targets[kind].stat().st_size})
-    quantized = [q for q in quants if q not in ("f16", "bf16")]
-    if quantized:
-        from deploy.llamacpp_runtime import quantize
-
-        lossless = "bf16" if CheckpointReader(folder).dtype() == torch.bfloat16 else "f16"
-        base = targets.get(lossless) or targets.get("f16") or targets.get("bf16")
-        temporary = base is None
-        if temporary:
-            base = targets[quantized[0]].with_name(f"{name}-{lossless}.base.gguf")
-            write(lossless, base)
-        try:
-            for q in quantized:
-                with err_console.status(f"llama.cpp quantize -> {q} ..."):
-                    quantize(base, targets[q], q)
-                rows.append({"file": str(targets[q]), "type": q, "bytes": targets[q].stat().st_size})
-        finally:
-            if temporary:
-                base.unlink(missing_ok=True)
-    return rows
 
 
 def run_export(args) -> int:
@@ -98,7 +37,9 @@ def run_export(args) -> int:
                           f"at {cost['query_heads_stored']} heads instead of {cost['query_heads_real']})")
     else:
         quants = parse_quants(args.quant)
-        rows = export_gguf(folder, name, quants, gguf_targets(folder, name, quants, args.out, args.target))
+        default_dir = folder.parent if Path(args.target).expanduser().is_dir() else Path.cwd()
+        targets = gguf_targets(folder, name, quants, args.out, default_dir)
+        rows = export_gguf(folder, name, targets, progress_bar, say=err_console.print)
         for row in rows:
             console.print(f"{row['type']:<7} {row['bytes'] / 1e6:9.1f} MB  {row['file']}")
         console.print("run it: python main.py serve FILE.gguf  |  llama-server -m FILE.gguf  |  "

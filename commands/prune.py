@@ -7,11 +7,11 @@ from datetime import datetime
 from pathlib import Path
 
 from assembly.config import RunConfig
+from deploy.exports import check_export_spec, export_checkpoint, parse_export_spec
 from pruning import allocation
 from pruning.budget import format_params
 from pruning.checkpoint import save_pruned
 from pruning.data import load_windows
-from pruning.decilm import decilm_expressible, export_decilm
 from pruning.importance import wanda_outlier_ratios
 from pruning.loading import load_model, load_tokenizer
 from pruning.perplexity import perplexity
@@ -46,6 +46,7 @@ def run_prune(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"prune-{datetime.now():%Y%m%d-%H%M%S}" / "model"
     # an impossible budget or machine fails here, before any weight is read
     ready_machine(args, settings, offload_folder_for(args, out.parent))
+    check_export_spec(args.export)
     with stage("data"):  # text before weights: tokenizing must not stack on the model's memory
         tokenizer = load_tokenizer(args.model, args.random_weights)
         calibration = calibration_windows(tokenizer, settings)
@@ -98,11 +99,10 @@ def run_prune(args) -> int:
     console.print(f"per-layer rates: {rates_line(list(result.genome.mlp_rates if settings.granularity == 'module' else result.genome.rates))}")
     console.print(f"realised {format_params(result.total_params)} params (budget {format_params(budget.target_params)}); "
                   f"checkpoint: {out}  (AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True))")
-    if args.export_decilm:
-        if decilm_expressible(space, result.plan):
-            export_decilm(pruned, tokenizer, out.with_name(out.name + "-decilm"), record)
-            console.print(f"DeciLM / nemotron-nas export: {out.with_name(out.name + '-decilm')}")
-        else:
-            err_console.print("DeciLM export skipped: this plan removes query heads, which block_configs cannot express")
+    if args.export:
+        with stage("exporting"):
+            for row in export_checkpoint(out, parse_export_spec(args.export), name=out.name, default_dir=out.parent,
+                                         progress_factory=progress_bar, say=err_console.print):
+                console.print(f"export {row['format']} {row.get('type') or ''}: {row['file']}")
     console.print(f"done in {time.perf_counter() - started:.0f} s")
     return 0

@@ -23,6 +23,7 @@ from graphs.runner import run_search
 from pruning.placement import OutOfMemory
 from pruning.versions import versions
 from store.run_store import RunStore
+from deploy.exports import check_export_spec, parse_export_spec
 from evaluation.finalize import finalize_search
 from evaluation.report import write_report
 from evaluation.zeroshot_tasks import TASKS, task_file
@@ -101,6 +102,9 @@ def run_search_command(args) -> int:
     prompts = PromptSet.load(config.prompts, prompt_overrides(config.prompt)) if llm else None
     with stage("checking the budget and the machine (config only)"):
         ready_machine(config, config.prune_settings(), offload_folder_for(config, run_dir))
+        check_export_spec(config.export)
+        if config.export and config.save == "off":
+            raise ValueError("--export needs the saved checkpoint: drop --save off or --export")
     # The agent first: an unreachable URL or a missing key should fail before minutes of loading.
     backend = None
     if llm:
@@ -139,7 +143,8 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
                                        run_dir / "model", record, batch_size=config.batch_size,
                                        progress_factory=progress_bar, zero_shot_options=zero_shot_options(config),
                                        timing=config.timing == "on", status=status_line,
-                                       offload_folder=pruned_offload_folder(loaded), save=config.save == "on")
+                                       offload_folder=pruned_offload_folder(loaded), save=config.save == "on",
+                                       exports=parse_export_spec(config.export))
 
         deps = build_search(config, context, budget, prepared.fitness_windows, store, roles, finalizer=finalizer)
         evaluator = deps.evaluator

@@ -15,17 +15,18 @@ def gguf_for(target: str, quant: str) -> Path:
     path = Path(target).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return path
-    from commands.export import checkpoint_dir, export_gguf, gguf_targets, parse_quants
+    from commands.export import checkpoint_dir
+    from deploy.exports import export_gguf, gguf_targets, parse_quants
 
     folder, name = checkpoint_dir(target)
-    quants = parse_quants(quant)
-    targets = gguf_targets(folder, name, quants, None, target)
+    quants = parse_quants(quant)[:1]
+    targets = gguf_targets(folder, name, quants, None, folder.parent if path.is_dir() else Path.cwd())
     gguf = targets[quants[0]]
     weights = [p.stat().st_mtime for p in folder.glob("*.safetensors")]
     if gguf.is_file() and weights and gguf.stat().st_mtime > max(weights):
         err_console.print(f"serving {gguf} (exported earlier from {folder})")
         return gguf
-    export_gguf(folder, name, quants, targets)
+    export_gguf(folder, name, targets, say=err_console.print)
     return gguf
 
 

@@ -29,12 +29,14 @@ def uniform_wanda_sp(context: PruningContext, budget: Budget):
 def finalize_search(best: dict, context: PruningContext, budget: Budget, tokenizer, test: TokenWindows,
                     out_dir: Path, record: dict, batch_size: int = 4, progress_factory=None,
                     zero_shot_options: dict | None = None, timing: bool = False, status=None,
-                    offload_folder: str | None = None, save: bool = True) -> dict:
+                    offload_folder: str | None = None, save: bool = True, exports: list | None = None) -> dict:
     """Never two models at once: the dense model is measured, uniform Wanda-sp is scored under
     masks (masked == sliced, tested), then the dense model is pruned *in place* into the searched
     one, which is measured, timed and saved. The context is consumed.
 
     zero_shot_options: {"data_dir", "limit", "tasks"} to run lm-eval on all three models.
+    exports: [(format, type)] (deploy/exports.py) written from the saved checkpoint; each GGUF is
+    then scored in llama.cpp on the same test windows, and timed there.
     """
     started = time.perf_counter()
     say = status or (lambda text: None)
@@ -93,5 +95,19 @@ def finalize_search(best: dict, context: PruningContext, budget: Budget, tokeniz
     save_pruned(pruned, tokenizer, out_dir, {**record, "genome": {"granularity": best["granularity"], "rates": best["rates"]},
                                              "plan": best["plan"], "fitness": best["fitness"],
                                              "params": {"total": best["total_params"], "blocks": best["block_params"]}})
+    if exports:
+        final["exports"] = export_and_measure(out_dir, exports, test, progress_factory, say)
     final["seconds"] = time.perf_counter() - started
     return final
+
+
+def export_and_measure(out_dir: Path, exports: list, test: TokenWindows, progress_factory, say) -> list[dict]:
+    from deploy.exports import export_checkpoint, llama_cpp_available, measure_gguf
+
+    rows = export_checkpoint(out_dir, exports, name=out_dir.name, default_dir=out_dir.parent,
+                             progress_factory=progress_factory, say=say)
+    if not llama_cpp_available():
+        say("GGUF written; perplexity and speed in llama.cpp need llama-cpp-python")
+        return rows
+    return [measure_gguf(row, test.input_ids, progress_factory) if row["format"] == "gguf" else row for row in rows]
+

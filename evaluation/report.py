@@ -84,6 +84,8 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
         lines.append(f"| decode | {timing['dense']['decode']['tokens_per_s']:.1f} tok/s | "
                      f"{timing['searched']['decode']['tokens_per_s']:.1f} tok/s | {timing['speedup']['decode']:.2f}x |")
         lines.append("")
+    if final.get("exports"):
+        lines += export_lines(final["exports"], (final.get("ppl") or {}).get("searched"))
     if best:
         lines += ["## Best genome", "", f"Fitness {best['fitness']:.4f}, origin `{best['origin']}`.", "",
                   "| layer | " + ("rate |" if best["granularity"] == "layer" else "attention | MLP |"),
@@ -109,3 +111,23 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
         lines.append(f"- {role}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
     return report
+
+
+def export_lines(rows: list[dict], checkpoint_ppl: float | None) -> list[str]:
+    """The exported files; each GGUF with its llama.cpp perplexity (same test windows) and speed."""
+    lines = ["## Exports", "", "| format | file | size | test ppl (llama.cpp) | vs checkpoint | prompt tok/s | decode tok/s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        name = row["format"] + (f" {row['type']}" if row.get("type") else "")
+        size = f"{row['bytes'] / 1e6:.1f} MB" if row.get("bytes") else ""
+        if "ppl" in row:
+            drift = f"{(row['ppl'] / checkpoint_ppl - 1) * 100:+.2f}%" if checkpoint_ppl else ""
+            cells = [f"{row['ppl']:.3f}", drift, f"{row['prompt_tokens_per_s']:.0f}", f"{row['decode_tokens_per_s']:.1f}"]
+        else:
+            cells = ["", "", "", ""]
+        lines.append(f"| {name} | `{Path(row['file']).name}` | {size} | " + " | ".join(cells) + " |")
+    padding = next((row["padding"] for row in rows if row.get("padding")), None)
+    if padding and padding["query_heads_stored"] > padding["query_heads_real"]:
+        lines += ["", f"DeciLM padding (exact zeros): {padding['query_heads_stored']} query heads stored for "
+                      f"{padding['query_heads_real']} real, {padding['kv_heads_stored']} KV heads for {padding['kv_heads_real']}."]
+    return lines + [""]

@@ -149,3 +149,17 @@ def test_pruned_gguf_runs_in_llama_cpp_like_transformers(tmp_path, gqa, plan, ti
     with LlamaCppModel(tmp_path / "m.gguf", n_ctx=64) as runtime:
         got = np.stack([runtime.logits(row.tolist()) for row in ids])
     assert np.allclose(got, expected, atol=2e-3, rtol=1e-3), np.abs(got - expected).max()
+
+
+def test_sharded_save_writes_an_index(tmp_path):
+    from safetensors.torch import load_file
+
+    from pruning.checkpoint import save_sharded
+
+    state = {k: v.detach() for k, v in tiny_llama().state_dict().items()}
+    files = save_sharded(state, tmp_path / "shards", max_shard_bytes=60_000)
+    assert len(files) > 2
+    index = json.loads((tmp_path / "shards" / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(state)
+    for name, filename in index["weight_map"].items():
+        assert torch.equal(load_file(str(tmp_path / "shards" / filename))[name], state[name])

@@ -1,0 +1,139 @@
+"""Exports as one step: what to write (`gguf`, `gguf:q8_0`, `decilm`), where, and how the written
+GGUF compares with the checkpoint it came from (perplexity on the same token windows, speed)."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from deploy.checkpoint_reader import CheckpointReader, ExportError
+from deploy.llamacpp_runtime import QUANT_TYPES
+
+FORMATS = ("gguf", "decilm")
+
+
+def parse_quants(text: str) -> list[str]:
+    quants = [q.strip().lower() for q in text.split(",") if q.strip()]
+    unknown = [q for q in quants if q not in QUANT_TYPES]
+    if unknown or not quants:
+        raise ExportError(f"GGUF types are a comma list of {', '.join(QUANT_TYPES)}, not {text!r}")
+    return quants
+
+
+def parse_export_spec(text: str | None) -> list[tuple[str, str | None]]:
+    """'gguf,gguf:q8_0,decilm' -> [('gguf', 'f16'), ('gguf', 'q8_0'), ('decilm', None)]."""
+    specs = []
+    for item in (text or "").split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        kind, _, quant = item.partition(":")
+        if kind == "gguf":
+            specs += [("gguf", q) for q in parse_quants(quant or "f16")]
+        elif kind == "decilm" and not quant:
+            specs.append(("decilm", None))
+        else:
+            raise ExportError(f"--export takes a comma list of gguf, gguf:<{'|'.join(QUANT_TYPES)}>, decilm; not {item!r}")
+    return specs
+
+
+def needs_llama_cpp(specs: list[tuple[str, str | None]]) -> bool:
+    return any(kind == "gguf" and quant not in ("f16", "bf16") for kind, quant in specs)
+
+
+def llama_cpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def check_export_spec(text: str | None) -> None:
+    """Up front (before any search): a malformed spec, or a quantization without llama.cpp's bindings."""
+    specs = parse_export_spec(text)
+    if needs_llama_cpp(specs) and not llama_cpp_available():
+        raise ExportError("quantized GGUF exports run llama.cpp's quantizer: pip install llama-cpp-python "
+                          "(or export gguf / gguf:bf16, which need no bindings)")
+
+
+def gguf_targets(folder: Path, name: str, quants: list[str], out: str | None, default_dir: Path) -> dict[str, Path]:
+    if out and out.endswith(".gguf"):
+        if len(quants) > 1:
+            raise ExportError("--out names one file but several GGUF types were asked for: give a folder instead")
+        return {quants[0]: Path(out)}
+    where = Path(out) if out else default_dir
+    return {q: where / f"{name}-{q}.gguf" for q in quants}
+
+
+def export_gguf(folder: Path, name: str, targets: dict[str, Path], progress_factory=None, say=print) -> list[dict]:
+    """f16/bf16 are written directly; q8_0/q4_k_m by llama.cpp's own quantizer from a lossless
+    base (bf16 for a bf16 checkpoint, else f16), kept only if it was asked for. One row per file."""
+    from deploy.gguf_export import write_gguf
+
+    rows: list[dict] = []
+    noted = []
+
+    def write(kind: str, path: Path) -> None:
+        with (progress_factory(f"GGUF {kind}") if progress_factory else nullcontext()) as progress:
+            summary = write_gguf(folder, path, kind, name=name, progress=progress)
+        if not noted:
+            noted.append(1)
+            for note in (f"tokenizer {summary.tokenizer}", *summary.notes):
+                say(f"gguf: {note}")
+
+    for kind in ("f16", "bf16"):
+        if kind in targets:
+            write(kind, targets[kind])
+            rows.append({"format": "gguf", "type": kind, "file": str(targets[kind]), "bytes": targets[kind].stat().st_size})
+    quantized = [q for q in targets if q not in ("f16", "bf16")]
+    if quantized:
+        from deploy.llamacpp_runtime import quantize
+
+        lossless = "bf16" if CheckpointReader(folder).dtype() == torch.bfloat16 else "f16"
+        base = targets.get(lossless) or targets.get("f16") or targets.get("bf16")
+        temporary = base is None
+        if temporary:
+            base = targets[quantized[0]].with_name(f"{name}-{lossless}.base.gguf")
+            write(lossless, base)
+        try:
+            for q in quantized:
+                say(f"llama.cpp quantize -> {q}")
+                quantize(base, targets[q], q)
+                rows.append({"format": "gguf", "type": q, "file": str(targets[q]), "bytes": targets[q].stat().st_size})
+        finally:
+            if temporary:
+                base.unlink(missing_ok=True)
+    return rows
+
+
+def export_checkpoint(folder: Path, specs: list[tuple[str, str | None]], name: str, default_dir: Path,
+                      progress_factory=None, say=print) -> list[dict]:
+    """Every export of one checkpoint, written beside it by default."""
+    rows = []
+    quants = [quant for kind, quant in specs if kind == "gguf"]
+    if quants:
+        rows += export_gguf(folder, name, gguf_targets(folder, name, quants, None, default_dir), progress_factory, say)
+    if any(kind == "decilm" for kind, _ in specs):
+        from deploy.decilm_export import write_decilm
+
+        out = default_dir / f"{name}-decilm"
+        say(f"DeciLM export -> {out}")
+        cost = write_decilm(folder, out)
+        rows.append({"format": "decilm", "type": None, "file": str(out), "padding": cost})
+    return rows
+
+
+def measure_gguf(row: dict, windows: torch.Tensor, progress_factory=None, decode_tokens: int = 64) -> dict:
+    """Perplexity of a written GGUF on the given token windows (the checkpoint's own test windows,
+    so the numbers compare directly) and its prompt/decode speed, all in llama.cpp."""
+    from deploy.llamacpp_runtime import LlamaCppModel
+
+    ids = windows.tolist()
+    seqlen = len(ids[0])
+    with LlamaCppModel(row["file"], n_ctx=seqlen) as runtime:
+        with (progress_factory(f"GGUF {row['type']} perplexity (llama.cpp)") if progress_factory else nullcontext()) as progress:
+            ppl = runtime.perplexity(ids, progress=progress)
+    with LlamaCppModel(row["file"], n_ctx=seqlen + decode_tokens, logits_all=False) as runtime:
+        speed = runtime.speed(ids[0], decode_tokens=decode_tokens)
+    return {**row, "ppl": ppl, "prompt_tokens_per_s": speed.prompt_tokens_per_s,
+            "decode_tokens_per_s": speed.decode_tokens_per_s, "threads": speed.threads}
