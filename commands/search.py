@@ -133,7 +133,7 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
     store.start_run(run_id, config.model, budget.description, config.agent, config.to_dict(), versions())
     try:
         roles = make_roles(backend, prompts, retries=config.retries, llm_roles=config.llm_roles)
-        record = {"source_model": loaded.name, "run_id": run_id, "budget": budget.to_dict(),
+        record = {"source_model": loaded.name, "source": loaded.source, "run_id": run_id, "budget": budget.to_dict(),
                   "settings": config.prune_settings().to_dict(), "agent": config.agent, "versions": versions()}
 
         def finalizer(best):

@@ -111,14 +111,21 @@ class LlamaCppModel:
         self.llm.eval(ids)
         return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
 
-    def window_nll(self, ids: list[int]) -> tuple[float, int]:
-        """Summed negative log-likelihood of tokens 1..n given their prefixes, and its count."""
-        logits = self.logits(ids)[:-1].astype(np.float64)
+    def window_scores(self, ids: list[int]) -> tuple[float, int, np.ndarray]:
+        """For one window: summed negative log-likelihood of tokens 1..n given their prefixes, its
+        count, and the greedy (argmax) token after every prefix."""
+        logits = self.logits(ids)
+        greedy = logits.argmax(axis=1)
+        logits = logits[:-1].astype(np.float64)
         targets = np.asarray(ids[1:])
         top = logits.max(axis=1, keepdims=True)
         log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
         nll = log_norm - logits[np.arange(len(targets)), targets]
-        return float(nll.sum()), len(targets)
+        return float(nll.sum()), len(targets), greedy
+
+    def window_nll(self, ids: list[int]) -> tuple[float, int]:
+        nll, count, _ = self.window_scores(ids)
+        return nll, count
 
     def perplexity(self, windows: list[list[int]], progress=None) -> float:
         total, count = 0.0, 0

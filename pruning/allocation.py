@@ -83,7 +83,7 @@ def genome_from_spec(spec: str, space: PruningSpace, granularity: str) -> Genome
     """A genome given by the user: a comma list of rates, or a JSON file ({"rates": [...],
     "granularity": ...} or a bare list), e.g. one written by an earlier run."""
     path = Path(spec).expanduser()
-    if path.is_file():
+    if "," not in spec and path.is_file():  # a long comma list is no file name (and too long to stat)
         data = json.loads(path.read_text())
         if isinstance(data, dict):
             granularity = data.get("granularity", granularity)

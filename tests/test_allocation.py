@@ -52,3 +52,5 @@ def test_genome_from_list_and_file(setup, tmp_path):
         allocation.genome_from_spec("0.1,0.2", space, "layer")
     with pytest.raises(ValueError, match="not one of"):
         allocation.genome_from_spec("bogus", space, "layer")
+    with pytest.raises(ValueError, match="needs 6"):  # a 300-character list is parsed, not stat()ed as a path
+        allocation.genome_from_spec(",".join(["0.20305901234567890123"] * 14), space, "layer")
