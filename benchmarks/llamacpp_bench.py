@@ -7,7 +7,8 @@ see the same tokens), greedy next-token agreement with the fp32 transformers che
 tokens/s (one 512-token prompt) and decode tokens/s (64 greedy tokens), best of 3 after a warm-up;
 beside PyTorch's own timing of the same checkpoint (bf16, 1 x 512 prefill, 64-token decode).
 
-    python benchmarks/llamacpp_bench.py [--windows 16] [--threads N]
+    python benchmarks/llamacpp_bench.py [--windows 16] [--threads N] [--work DIR]
+    python benchmarks/llamacpp_bench.py --work DIR --speed-passes 3   # re-time every GGUF, interleaved
 Results: benchmarks/results/llamacpp.json (resumable: finished entries are kept).
 """
 from __future__ import annotations
@@ -112,12 +113,47 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def speed_passes(work: Path, passes: int, threads: int | None) -> int:
+    """Every GGUF timed `passes` times, model after model within a pass (so drift hits all alike):
+    512-token prompt, 128 greedy tokens, best of 5 per pass."""
+    from deploy.llamacpp_runtime import LlamaCppModel
+    from pruning.loading import embedded_model_dir
+
+    files = {"dense": embedded_model_dir().parent}
+    files.update({name: work / name.replace(" ", "-") for name, rate, _ in MODELS if rate is not None})
+    store = ResultStore("llamacpp")
+    prompt = list(range(1000, 1512))
+    runs: dict = {}
+    for _ in range(passes):
+        for name, folder in files.items():
+            for kind in ("f16", "q8_0"):
+                path = folder / f"{name.replace(' ', '-')}-{kind}.gguf"
+                with LlamaCppModel(path, n_ctx=640, threads=threads, logits_all=False) as runtime:
+                    speed = runtime.speed(prompt, decode_tokens=128, repeats=5)
+                row = runs.setdefault(f"{name}|{kind}", {"prompt": [], "decode": []})
+                row["prompt"].append(speed.prompt_tokens_per_s)
+                row["decode"].append(speed.decode_tokens_per_s)
+                print(f"{name:<22} {kind:<5} prompt {speed.prompt_tokens_per_s:7.1f}  decode {speed.decode_tokens_per_s:6.1f}",
+                      flush=True)
+    store.put("speed_passes", runs)
+    for name in files:
+        for kind in ("f16", "q8_0"):
+            r, d = runs[f"{name}|{kind}"], runs[f"dense|{kind}"]
+            print(f"{name:<22} {kind:<5} decode x {min(r['decode']) / max(d['decode']):.2f}-{max(r['decode']) / min(d['decode']):.2f}  "
+                  f"prompt x {min(r['prompt']) / max(d['prompt']):.2f}-{max(r['prompt']) / min(d['prompt']):.2f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work", default=None, help="folder for checkpoints and GGUFs (default: a temporary one)")
+    parser.add_argument("--speed-passes", type=int, default=0,
+                        help="only re-time the GGUFs already in --work, this many interleaved passes (noise check)")
     args = parser.parse_args()
+    if args.speed_passes:
+        return speed_passes(Path(args.work), args.speed_passes, args.threads)
     from transformers import AutoTokenizer
 
     from pruning.data import load_windows

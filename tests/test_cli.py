@@ -91,6 +91,32 @@ def test_eval_bad_input(args, fragment, cli):
     assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("args,fragment", [
+    (["export", "/nonexistent/ckpt"], "not a checkpoint folder"),
+    (["export", "smollm2-135m", "--quant", "q5_9"], "GGUF types are a comma list"),
+    (["export", "smollm2-135m", "--quant", "f16,q8_0", "--out", "x.gguf"], "give a folder instead"),
+    (["prune", "--rate", "0.2", "--export", "onnx"], "--export takes a comma list"),
+    (["--rate", "0.2", "--export", "gguf:q3"], "GGUF types are a comma list"),
+    (["--rate", "0.2", "--export", "gguf", "--save", "off"], "--export needs the saved checkpoint"),
+    (["eval", "/nonexistent/model.gguf"], "no such GGUF file"),
+    (["serve", "/nonexistent/ckpt"], "not a checkpoint folder"),
+])
+def test_export_serve_bad_input(args, fragment, cli):
+    result = cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_taken_port(cli):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = cli("serve", "/nonexistent/x.gguf", "--port", taken.getsockname()[1])
+    assert result.returncode == 2 and "pick another --port" in result.stderr
+
+
 def test_eval_on_a_directory_that_is_not_a_model(tmp_path, cli):
     result = cli("eval", str(tmp_path), "--tasks", "none")
     assert result.returncode == 2 and "not a model directory" in result.stderr
