@@ -6,7 +6,8 @@ least one query head per group and at least one MLP unit (pruning/space.py), and
 pruning removes one query head from every group at once, so a layer's groups stay equal as
 llama.cpp's GQA needs. What llama.cpp cannot express is refused with the reason.
 
-Facts the layout rests on (llama.cpp sources, summarised in deploy/README notes of issue 13):
+Facts the layout rests on (read in llama.cpp's src/llama-model.cpp, src/models/deci.cpp and its
+converter's DeciModel):
 * key/value length and rope dimension are written always: otherwise llama.cpp derives the head
   size from layer 0 (hidden / heads), wrong once layer 0 lost heads;
 * Q and K rows are permuted per head from Hugging Face's rotate-half layout into llama.cpp's
@@ -84,6 +85,10 @@ def check_expressible(reader: CheckpointReader) -> None:
                             f"{layer.num_key_value_heads} KV heads")
         if layer.intermediate_size <= 0:
             problems.append(f"layer {i} has no MLP channels (llama.cpp's deci graph then drops the attention output too)")
+    if any(reader.has(f"model.layers.{i}.self_attn.q_proj.bias") and layer.num_attention_heads * reader.head_dim
+           != reader.hidden_size for i, layer in enumerate(reader.layers())):
+        problems.append("a q_proj bias on a layer whose query width differs from the hidden size "
+                        "(llama.cpp's deci loader sizes that bias by the hidden size)")
     scaling = _rope_scaling(reader.config)
     if scaling and scaling.get("rope_type", scaling.get("type")) not in ("default", "llama3", "linear", None):
         problems.append(f"rope scaling {scaling.get('rope_type', scaling.get('type'))!r} is not exported")
