@@ -1,9 +1,8 @@
-"""Architecture adapter: names the parts of a LLaMA-family decoder layer.
+"""Architecture adapter: the parts of a decoder layer, named by its family's table.
 
-LLaMA, Mistral, Qwen2 (and our own pruned checkpoints) share one layout:
-`model.model.layers[i].self_attn.{q,k,v,o}_proj` and `.mlp.{gate,up,down}_proj`. The adapter
-is the only place that knows those names, so another family with the same math needs a new
-`LayerNames`, not new pruning code.
+`pruning/families.py` declares, per family, where q/k/v/o, gate/up/down and the norms live (and
+which projections are fused). The adapter is the one place that turns those names into modules
+and row ranges, so the pruning code never names a weight itself.
 """
 from __future__ import annotations
 
@@ -12,40 +11,39 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pruning.families import SUPPORTED_MODEL_TYPES, Family, UnsupportedModelError, family_of
 from pruning.shape import LayerShape, ModelShape
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "pruned_llama")
-
-
-class UnsupportedModelError(ValueError):
-    pass
+__all__ = ["DecoderAdapter", "RowBlock", "SUPPORTED_MODEL_TYPES", "UnsupportedModelError"]
 
 
 @dataclass(frozen=True)
-class LayerNames:
-    attention: str = "self_attn"
-    q: str = "q_proj"
-    k: str = "k_proj"
-    v: str = "v_proj"
-    o: str = "o_proj"
-    mlp: str = "mlp"
-    gate: str = "gate_proj"
-    up: str = "up_proj"
-    down: str = "down_proj"
+class RowBlock:
+    """Rows [start, stop) of a linear: a whole projection, or one part of a fused one."""
+    linear: nn.Linear
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight[self.start:self.stop]
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return None if self.linear.bias is None else self.linear.bias[self.start:self.stop]
 
 
 class DecoderAdapter:
-    """Uniform access to a LLaMA-family causal LM's decoder layers and their shapes."""
+    """Uniform access to a decoder-only causal LM's layers and their shapes."""
 
-    def __init__(self, model: nn.Module, names: LayerNames = LayerNames()):
-        model_type = getattr(model.config, "model_type", None)
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise UnsupportedModelError(
-                f"model type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-            )
+    def __init__(self, model: nn.Module):
         self.model = model
         self.config = model.config
-        self.names = names
+        self.family: Family = family_of(getattr(model.config, "model_type", None))
 
     # -- modules ---------------------------------------------------------------------------
     @property
@@ -60,32 +58,47 @@ class DecoderAdapter:
     def num_layers(self) -> int:
         return len(self.layers)
 
-    def attention(self, i: int) -> nn.Module:
-        return getattr(self.layers[i], self.names.attention)
-
-    def mlp(self, i: int) -> nn.Module:
-        return getattr(self.layers[i], self.names.mlp)
-
-    def q_proj(self, i: int) -> nn.Linear:
-        return getattr(self.attention(i), self.names.q)
-
-    def k_proj(self, i: int) -> nn.Linear:
-        return getattr(self.attention(i), self.names.k)
-
-    def v_proj(self, i: int) -> nn.Linear:
-        return getattr(self.attention(i), self.names.v)
+    def module(self, i: int, path: str) -> nn.Module:
+        return self.layers[i].get_submodule(path)
 
     def o_proj(self, i: int) -> nn.Linear:
-        return getattr(self.attention(i), self.names.o)
-
-    def gate_proj(self, i: int) -> nn.Linear:
-        return getattr(self.mlp(i), self.names.gate)
-
-    def up_proj(self, i: int) -> nn.Linear:
-        return getattr(self.mlp(i), self.names.up)
+        return self.module(i, self.family.o)
 
     def down_proj(self, i: int) -> nn.Linear:
-        return getattr(self.mlp(i), self.names.down)
+        return self.module(i, self.family.down)
+
+    def attn_input(self, i: int) -> nn.Linear:
+        """The first linear that reads the attention's input (q, or the fused qkv)."""
+        return self.module(i, self.family.qkv or self.family.q)
+
+    def mlp_input(self, i: int) -> nn.Linear:
+        return self.module(i, self.family.gate_up or self.family.gate)
+
+    def rows(self, i: int, part: str) -> RowBlock:
+        """Rows of q, k, v, gate or up in layer i (a slice of the fused linear where fused)."""
+        f = self.family
+        if part in ("q", "k", "v") and f.qkv:
+            heads, kv = self._fused_heads(i)
+            d = self.head_dim
+            start = {"q": 0, "k": heads * d, "v": (heads + kv) * d}[part]
+            return RowBlock(self.module(i, f.qkv), start, start + (heads if part == "q" else kv) * d)
+        if part in ("gate", "up") and f.gate_up:
+            linear = self.module(i, f.gate_up)
+            half = linear.out_features // 2
+            return RowBlock(linear, 0 if part == "gate" else half, half if part == "gate" else 2 * half)
+        linear = self.module(i, getattr(f, part))
+        return RowBlock(linear, 0, linear.out_features)
+
+    def _fused_heads(self, i: int) -> tuple[int, int]:
+        """A fused qkv's rows do not tell q from kv heads: the config does (per layer once pruned)."""
+        cfg = self.config
+        if getattr(cfg, "layer_num_attention_heads", None) is not None:
+            geometry = cfg.layer_geometry(i)
+            return geometry["num_attention_heads"], geometry["num_key_value_heads"]
+        return cfg.num_attention_heads, cfg.num_key_value_heads
+
+    def norm_names(self) -> tuple[str, ...]:
+        return self.family.layer_norms + self.family.head_norms
 
     def lm_head(self) -> nn.Module:
         return self.model.get_output_embeddings()
@@ -101,9 +114,9 @@ class DecoderAdapter:
         d = self.head_dim
         o, down = self.o_proj(i), self.down_proj(i)
         return LayerShape(
-            num_attention_heads=self.q_proj(i).out_features // d,
-            num_key_value_heads=self.k_proj(i).out_features // d,
-            intermediate_size=self.gate_proj(i).out_features,
+            num_attention_heads=self.rows(i, "q").rows // d,
+            num_key_value_heads=self.rows(i, "k").rows // d,
+            intermediate_size=self.rows(i, "gate").rows,
             o_proj_bias=o.bias is not None,
             down_proj_bias=down.bias is not None,
         )
@@ -116,8 +129,10 @@ class DecoderAdapter:
             vocab_size=cfg.vocab_size,
             tie_word_embeddings=_embeddings_tied(self.model),
             layers=tuple(self.layer_shape(i) for i in range(self.num_layers)),
-            qkv_bias=self.q_proj(0).bias is not None,
-            gate_up_bias=self.gate_proj(0).bias is not None,
+            qkv_bias=self.rows(0, "q").linear.bias is not None,
+            gate_up_bias=self.rows(0, "gate").linear.bias is not None,
+            layer_norms=len(self.family.layer_norms),
+            head_norms=len(self.family.head_norms),
         )
 
     @property

@@ -13,15 +13,13 @@ import shutil
 import warnings
 from pathlib import Path
 
-from pruning.hf_modeling import PrunedLlamaForCausalLM
-
 MODELING_DIR = Path(__file__).parent / "hf_modeling"
-MODELING_FILES = ("configuration_pruned_llama.py", "modeling_pruned_llama.py")
+MODELING_FILES = ("configuration_pruned.py", "modeling_pruned.py")
 RECORD_FILE = "pruning.json"
 MAX_SHARD_SIZE = "5GB"  # shards of at most this much; CPU RAM while saving stays near one shard
 
 
-def save_pruned(model: PrunedLlamaForCausalLM, tokenizer, out_dir: str | Path, record: dict) -> Path:
+def save_pruned(model, tokenizer, out_dir: str | Path, record: dict) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # transformers writes shards one at a time and reads offloaded weights back per shard.

@@ -1,7 +1,8 @@
 """Importance of attention heads and MLP channels, from one calibration pass.
 
 One forward pass over calibration windows records, per decoder layer, the mean and mean square
-of the inputs of q_proj, o_proj, gate_proj and down_proj (`ActivationStats`). Every metric is
+of the inputs of q_proj (or a fused qkv), o_proj, gate_proj (or gate_up) and down_proj
+(`ActivationStats`). Every metric is
 then arithmetic on those statistics and the weights, so the expensive pass is cached on disk
 once per (model, data, samples, seqlen) and shared by all metrics:
 
@@ -115,7 +116,7 @@ def collect_activation_stats(
 
     handles = []
     for i in range(adapter.num_layers):
-        for site, module in zip(SITES, (adapter.q_proj(i), adapter.o_proj(i), adapter.gate_proj(i), adapter.down_proj(i))):
+        for site, module in zip(SITES, (adapter.attn_input(i), adapter.o_proj(i), adapter.mlp_input(i), adapter.down_proj(i))):
             handles.append(module.register_forward_pre_hook(make_hook(i, site)))
     device = input_device(model)
     ids = windows.input_ids
@@ -198,15 +199,15 @@ def wanda_outlier_ratios(model, stats: ActivationStats, threshold: float = 5.0) 
     ratios = []
     for i in range(adapter.num_layers):
         site = stats.layers[i]
-        pairs = [
-            (adapter.q_proj(i), "attn_in"), (adapter.k_proj(i), "attn_in"), (adapter.v_proj(i), "attn_in"),
-            (adapter.o_proj(i), "attn_heads"), (adapter.gate_proj(i), "mlp_in"), (adapter.up_proj(i), "mlp_in"),
+        pairs = [(adapter.rows(i, part), "attn_in") for part in ("q", "k", "v")] + [
+            (adapter.o_proj(i), "attn_heads"), (adapter.rows(i, "gate"), "mlp_in"), (adapter.rows(i, "up"), "mlp_in"),
             (adapter.down_proj(i), "mlp_hidden"),
         ]
         metrics = []
-        for lin, s in pairs:
-            with materialized(lin):
-                w = lin.weight.detach()
+        for part, s in pairs:
+            linear = getattr(part, "linear", part)  # a RowBlock (q, k, v, gate, up) or a whole linear
+            with materialized(linear):
+                w = part.weight.detach()
                 metrics.append((w.float().abs() * site[s].mean_square.to(w.device, torch.float32).sqrt()).flatten().cpu())
         flat = torch.cat(metrics)
         ratios.append(float((flat > threshold * flat.mean()).float().mean()))
@@ -221,7 +222,7 @@ def model_fingerprint(model) -> str:
     h = hashlib.sha256()
     h.update(str(getattr(model.config, "_name_or_path", "")).encode())
     h.update(repr(adapter.shape()).encode())
-    for linear in (adapter.q_proj(0), adapter.down_proj(adapter.num_layers - 1)):
+    for linear in (adapter.attn_input(0), adapter.down_proj(adapter.num_layers - 1)):
         with materialized(linear):  # an offloaded weight is on meta outside its forward
             h.update(f"{linear.weight.detach().float().sum().item():.6e}".encode())
     return h.hexdigest()[:16]

@@ -216,19 +216,23 @@ def load_config(name: str, source: str):
     becomes one line naming what to do (no retry noise)."""
     from transformers import AutoConfig
 
-    from pruning.adapter import SUPPORTED_MODEL_TYPES
-    from pruning.hf_modeling import PrunedLlamaConfig
+    from pruning.families import FAMILIES, SUPPORTED_MODEL_TYPES
+    from pruning.surgery import pruned_classes
 
     if not Path(source).is_dir():
         _check_hub_reachable(name, source)
     try:
         raw = _read_config(source)
         model_type = raw.get("model_type")
-        if model_type == PrunedLlamaConfig.model_type:
-            return PrunedLlamaConfig.from_pretrained(source)
+        for family in FAMILIES:
+            if model_type == family.pruned_type:  # our own checkpoint: our classes, no remote code needed
+                return pruned_classes(family)[0].from_pretrained(source)
+        if model_type == "gemma3":  # a multimodal Gemma-3 checkpoint: its text part is what we prune
+            raise ModelLoadError(f"{name}: a multimodal Gemma-3 checkpoint; prune a text-only one (model_type gemma3_text)")
         if model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
             raise ModelLoadError(
-                f"{name}: model type {model_type!r} is not LLaMA-family; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+                f"{name}: model type {model_type!r} is not supported; supported: "
+                + ", ".join(f.model_type for f in FAMILIES)
             )
         return AutoConfig.from_pretrained(source)
     except OSError as err:
@@ -240,11 +244,10 @@ def empty_model(config, dtype: torch.dtype | None = None):
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    from pruning.hf_modeling import PrunedLlamaConfig, PrunedLlamaForCausalLM
-
+    pruned_class = _pruned_model_class(config)
     with init_empty_weights():
-        if isinstance(config, PrunedLlamaConfig):
-            model = PrunedLlamaForCausalLM(config)
+        if pruned_class is not None:
+            model = pruned_class(config)
             if dtype is not None:
                 model.to(dtype)
         else:
@@ -253,10 +256,19 @@ def empty_model(config, dtype: torch.dtype | None = None):
     return model
 
 
+def _pruned_model_class(config):
+    """Our class for a pruned checkpoint's config (no remote code needed), else None."""
+    from pruning.families import FAMILIES
+    from pruning.surgery import pruned_classes
+
+    for family in FAMILIES:
+        if getattr(config, "model_type", None) == family.pruned_type:
+            return pruned_classes(family)[1]
+    return None
+
+
 def _pretrained_model(source: str, config, placement, torch_dtype):
     from transformers import AutoModelForCausalLM
-
-    from pruning.hf_modeling import PrunedLlamaConfig, PrunedLlamaForCausalLM
 
     kwargs: dict = {"dtype": torch_dtype}
     single = placement.single_device
@@ -266,7 +278,7 @@ def _pretrained_model(source: str, config, placement, torch_dtype):
         kwargs["device_map"] = {u: d for u, d in placement.device_map.items()}
         if placement.offload_folder:
             kwargs["offload_folder"] = placement.offload_folder
-    cls = PrunedLlamaForCausalLM if isinstance(config, PrunedLlamaConfig) else AutoModelForCausalLM
+    cls = _pruned_model_class(config) or AutoModelForCausalLM
     model = cls.from_pretrained(source, **kwargs)
     if single == "cpu":
         model.to("cpu")

@@ -1,4 +1,4 @@
-"""The shape of a LLaMA-family decoder and exact parameter counting.
+"""The shape of a decoder (any family in pruning/families.py) and exact parameter counting.
 
 A `ModelShape` is everything needed to count parameters without touching weights: the
 search prices thousands of genomes, so counting must be arithmetic, not `numel()`.
@@ -31,6 +31,8 @@ class ModelShape:
     layers: tuple[LayerShape, ...]
     qkv_bias: bool = False  # bias on q/k/v (Qwen2, or Llama with attention_bias)
     gate_up_bias: bool = False  # bias on gate/up (Llama with mlp_bias)
+    layer_norms: int = 2  # norms over hidden per layer (Gemma-3: 4), families.py
+    head_norms: int = 0  # norms over head_dim per layer (Qwen3, Gemma-3: q_norm, k_norm)
 
     @property
     def num_layers(self) -> int:
@@ -54,8 +56,9 @@ class ModelShape:
         return 3 * h * c + bias
 
     def layer_params(self, layer: LayerShape) -> int:
-        """One decoder block: attention + MLP + its two RMSNorms."""
-        return self.attention_params(layer) + self.mlp_params(layer) + 2 * self.hidden_size
+        """One decoder block: attention + MLP + its norms (which pruning never shrinks)."""
+        norms = self.layer_norms * self.hidden_size + self.head_norms * self.head_dim
+        return self.attention_params(layer) + self.mlp_params(layer) + norms
 
     def block_params(self) -> int:
         """All decoder blocks together (what pruning can shrink)."""

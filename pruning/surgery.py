@@ -1,4 +1,4 @@
-"""Physical pruning: a smaller `PrunedLlamaForCausalLM` with sliced weights.
+"""Physical pruning: a smaller model of the family's pruned class (hf_modeling/) with sliced weights.
 
 The new model is built on the meta device (no random init, no memory), then its parameters are
 assigned slices of the dense weights; untouched tensors (embeddings, norms, LM head) are shared
@@ -15,23 +15,30 @@ import copy
 import gc
 
 import torch
+from torch import nn
 
 from pruning.adapter import DecoderAdapter
 from pruning.placement import Placement, UnitWriter, is_dispatched, materialized, model_placement, unit_names, unit_sizes
-from pruning.hf_modeling import PrunedLlamaConfig, PrunedLlamaForCausalLM
+from pruning.families import Family
 from pruning.selection import LayerSelection, column_indices
 from pruning.shape import ModelShape
 
 
-def pruned_config(dense_config, shape: ModelShape) -> PrunedLlamaConfig:
-    """A PrunedLlamaConfig carrying the dense config's fields plus per-layer sizes."""
+def pruned_classes(family: Family):
+    """The family's pruned config and model classes (hf_modeling/, shipped in every checkpoint)."""
+    from pruning.hf_modeling import configuration_pruned, modeling_pruned
+
+    return getattr(configuration_pruned, family.config_class), getattr(modeling_pruned, family.model_class)
+
+
+def pruned_config(dense_config, shape: ModelShape, family: Family):
+    """The family's pruned config: the dense config's fields plus per-layer sizes."""
+    config_class, _ = pruned_classes(family)
     fields = dense_config.to_dict()
-    for key in ("model_type", "architectures", "auto_map", "transformers_version", "quantization_config",
-                "sliding_window", "use_sliding_window", "max_window_layers", "layer_types"):
+    for key in ("model_type", "architectures", "auto_map", "transformers_version", "quantization_config"):
         fields.pop(key, None)
-    known = set(PrunedLlamaConfig.__dataclass_fields__) if hasattr(PrunedLlamaConfig, "__dataclass_fields__") else None
-    if known is not None:
-        fields = {k: v for k, v in fields.items() if k in known or k.startswith("_") or k in ("dtype",)}
+    known = set(config_class.__dataclass_fields__)
+    fields = {k: v for k, v in fields.items() if k in known or k.startswith("_") or k in ("dtype",)}
     fields.update(
         head_dim=shape.head_dim,
         num_hidden_layers=shape.num_layers,
@@ -43,14 +50,16 @@ def pruned_config(dense_config, shape: ModelShape) -> PrunedLlamaConfig:
         qkv_bias=shape.qkv_bias,
         gate_up_bias=shape.gate_up_bias,
         tie_word_embeddings=shape.tie_word_embeddings,
-        attention_bias=False,
-        mlp_bias=False,
     )
-    config = PrunedLlamaConfig(**fields)
-    config.architectures = ["PrunedLlamaForCausalLM"]
+    if "attention_bias" in known:  # the per-layer flags above say where biases are
+        fields.update(attention_bias=False)
+    if "mlp_bias" in known:
+        fields.update(mlp_bias=False)
+    config = config_class(**fields)
+    config.architectures = [family.model_class]
     config.auto_map = {
-        "AutoConfig": "configuration_pruned_llama.PrunedLlamaConfig",
-        "AutoModelForCausalLM": "modeling_pruned_llama.PrunedLlamaForCausalLM",
+        "AutoConfig": f"configuration_pruned.{family.config_class}",
+        "AutoModelForCausalLM": f"modeling_pruned.{family.model_class}",
     }
     return config
 
@@ -63,23 +72,34 @@ def _plus(bias: torch.Tensor | None, extra: torch.Tensor | None, like: torch.Ten
 
 
 def _layer_slices(adapter: DecoderAdapter, i: int, sel: LayerSelection, extra=(None, None)) -> dict[str, torch.Tensor]:
-    """The pruned layer's tensors (names relative to the layer), sliced on the weights' device.
-    Offloaded weights must be materialized by the caller."""
+    """The pruned layer's tensors (names relative to the layer, as the family names them), sliced
+    on the weights' device. Offloaded weights must be materialized by the caller."""
+    f = adapter.family
     d = adapter.head_dim
     q_rows = column_indices(sel.kept_heads, d)
     kv_rows = column_indices(sel.kept_kv_heads, d)
     channels = sel.kept_channels
     o_extra, down_extra = extra
-    layer = adapter.layers[i]
-    pieces = {
-        "self_attn.q_proj": (adapter.q_proj(i), q_rows, None),
-        "self_attn.k_proj": (adapter.k_proj(i), kv_rows, None),
-        "self_attn.v_proj": (adapter.v_proj(i), kv_rows, None),
-        "self_attn.o_proj": (adapter.o_proj(i), None, q_rows),
-        "mlp.gate_proj": (adapter.gate_proj(i), channels, None),
-        "mlp.up_proj": (adapter.up_proj(i), channels, None),
-        "mlp.down_proj": (adapter.down_proj(i), None, channels),
-    }
+
+    def rows_of(parts: list[tuple[str, torch.Tensor]]) -> tuple[nn.Linear, torch.Tensor]:
+        """The kept rows of one linear: its own parts' rows, offset where the parts are fused."""
+        blocks = [(adapter.rows(i, part), kept) for part, kept in parts]
+        linear = blocks[0][0].linear
+        return linear, torch.cat([kept.to(linear.weight.device) + block.start for block, kept in blocks])
+
+    pieces: dict[str, tuple[nn.Linear, torch.Tensor | None, torch.Tensor | None]] = {}
+    if f.qkv:
+        pieces[f.qkv] = (*rows_of([("q", q_rows), ("k", kv_rows), ("v", kv_rows)]), None)
+    else:
+        for part, kept in (("q", q_rows), ("k", kv_rows), ("v", kv_rows)):
+            pieces[getattr(f, part)] = (*rows_of([(part, kept)]), None)
+    if f.gate_up:
+        pieces[f.gate_up] = (*rows_of([("gate", channels), ("up", channels)]), None)
+    else:
+        for part in ("gate", "up"):
+            pieces[getattr(f, part)] = (*rows_of([(part, channels)]), None)
+    pieces[f.o] = (adapter.o_proj(i), None, q_rows)
+    pieces[f.down] = (adapter.down_proj(i), None, channels)
     state: dict[str, torch.Tensor] = {}
     for name, (linear, rows, cols) in pieces.items():
         w = linear.weight.detach()
@@ -91,29 +111,30 @@ def _layer_slices(adapter: DecoderAdapter, i: int, sel: LayerSelection, extra=(N
         bias = linear.bias
         if bias is not None and rows is not None:
             bias = bias.detach().index_select(0, rows.to(bias.device))
-        if name == "self_attn.o_proj":
+        if name == f.o:
             bias = _plus(bias, o_extra, w)
-        elif name == "mlp.down_proj":
+        elif name == f.down:
             bias = _plus(bias, down_extra, w)
         if bias is not None:
             state[name + ".bias"] = bias
-    state["input_layernorm.weight"] = layer.input_layernorm.weight.detach()
-    state["post_attention_layernorm.weight"] = layer.post_attention_layernorm.weight.detach()
+    for norm in adapter.norm_names():  # norms over hidden, and per-head norms shared by the heads: whole
+        state[norm + ".weight"] = adapter.module(i, norm).weight.detach()
     return state
 
 
-def _skeleton(model, shape: ModelShape) -> PrunedLlamaForCausalLM:
+def _skeleton(model, shape: ModelShape):
     """The pruned model on meta: the right shapes, no memory."""
-    config = pruned_config(model.config, shape)
+    family = DecoderAdapter(model).family
+    config = pruned_config(model.config, shape, family)
     config._attn_implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
     with torch.device("meta"):
-        pruned = PrunedLlamaForCausalLM(config)
+        pruned = pruned_classes(family)[1](config)
     pruned.generation_config = copy.deepcopy(model.generation_config)
     return pruned
 
 
 @torch.no_grad()
-def prune_model(model, selections: list[LayerSelection], shape: ModelShape, biases=None) -> PrunedLlamaForCausalLM:
+def prune_model(model, selections: list[LayerSelection], shape: ModelShape, biases=None):
     """A new, physically smaller model beside the dense one (untouched tensors shared). For a
     model on one device (sliced fitness evaluations); finalize uses `prune_in_place`."""
     adapter = DecoderAdapter(model)
@@ -135,8 +156,7 @@ def prune_model(model, selections: list[LayerSelection], shape: ModelShape, bias
         raise RuntimeError(f"surgery produced a state that does not fit: missing {missing[:4]}, unexpected {unexpected[:4]}")
     if shape.tie_word_embeddings:
         pruned.lm_head.weight = pruned.model.embed_tokens.weight
-    # Non-persistent buffers (rotary inv_freq) were created on meta: take the dense model's.
-    pruned.model.rotary_emb = copy.deepcopy(adapter.decoder.rotary_emb)
+    _take_buffers(pruned, model)
     pruned.config.dtype = adapter.decoder.embed_tokens.weight.dtype
     pruned.eval()
     return pruned
@@ -144,7 +164,7 @@ def prune_model(model, selections: list[LayerSelection], shape: ModelShape, bias
 
 @torch.no_grad()
 def prune_in_place(model, selections: list[LayerSelection], shape: ModelShape, biases=None,
-                   offload_folder: str | None = None, progress=None) -> PrunedLlamaForCausalLM:
+                   offload_folder: str | None = None, progress=None):
     """Turn the dense model into the pruned one layer by layer; the dense model is consumed.
 
     Each layer's kept rows and columns are sliced where its weights compute (offloaded ones are
@@ -188,6 +208,17 @@ def prune_in_place(model, selections: list[LayerSelection], shape: ModelShape, b
     pruned.config.dtype = dtype
     pruned.eval()
     return writer.finish()
+
+
+def _take_buffers(pruned, dense) -> None:
+    """Non-persistent buffers (rotary inv_freq, Gemma-3's embedding scale) were created on meta:
+    take the dense model's (they do not depend on the layer widths)."""
+    dense_buffers = dict(dense.named_buffers())
+    for name, buffer in list(pruned.named_buffers()):
+        if buffer.device.type == "meta" and name in dense_buffers:
+            owner, _, leaf = name.rpartition(".")
+            module = pruned.get_submodule(owner) if owner else pruned
+            module._buffers[leaf] = dense_buffers[name].detach().clone()
 
 
 def _dense_dtype(model) -> torch.dtype:

@@ -121,7 +121,7 @@ def test_save_and_reload_gives_identical_logits(tmp_path, tie):
     assert sum(p.numel() for p in reloaded.parameters()) == result.total_params
     assert read_record(tmp_path / "ckpt")["plan"] == result.plan.to_list()
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
-    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_pruned_llama.PrunedLlamaForCausalLM"
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_pruned.PrunedLlamaForCausalLM"
     assert len(set(config["layer_intermediate_size"])) > 1  # heterogeneous widths survived
 
 
