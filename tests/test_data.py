@@ -42,6 +42,14 @@ def test_windows_are_non_overlapping_and_complete():
     assert len(sample) == 3 and len({tuple(r) for r in sample.input_ids.tolist()}) == 3
 
 
+def test_windows_start_with_bos_for_families_that_need_it():
+    tokenizer = CharTokenizer()
+    tokenizer.window_bos_id = 2  # what the loader sets for Gemma (families.py: bos_per_window)
+    windows = tokenize_windows("abcdefghij" * 5, tokenizer, seqlen=8)
+    assert windows.input_ids.shape == (7, 8) and windows.input_ids[:, 0].tolist() == [2] * 7
+    assert windows.input_ids[:, 1:].flatten().tolist() == [ord(c) for c in ("abcdefghij" * 5)[:49]]
+
+
 def test_missing_data_names_the_options(tmp_path):
     with pytest.raises(DataUnavailableError, match="--data-dir"):
         load_text("c4", "validation", tmp_path)
