@@ -106,6 +106,18 @@ class CheckpointReader:
         with safe_open(str(self._names[name]), framework="pt") as handle:
             return handle.get_tensor(name)
 
+    def llama_layout_problem(self) -> str | None:
+        """Why this checkpoint is not plain Llama math (what llama.cpp's deci and vLLM's DeciLM
+        run), or None. Mistral without a sliding window is Llama; other families have their own
+        parts (q/k norms, four norms, fused or biased projections) those graphs lack."""
+        model_type = self.config.get("model_type")
+        if model_type in ("mistral", "pruned_mistral") and self.config.get("sliding_window") is not None:
+            return f"Mistral with a sliding window ({self.config['sliding_window']} tokens), which that graph does not apply"
+        if model_type not in ("llama", "pruned_llama", "mistral", "pruned_mistral"):
+            return (f"model type {model_type!r}: these exports cover the Llama layout (Llama, and Mistral without a "
+                    "sliding window); serve other families from the checkpoint with transformers")
+        return None
+
     def record(self) -> dict:
         path = self.directory / "pruning.json"
         return json.loads(path.read_text()) if path.is_file() else {}

@@ -180,8 +180,9 @@ def write_decilm(model_dir: str | Path, out_dir: str | Path, max_shard_bytes: in
     from pruning.checkpoint import save_sharded
 
     reader = CheckpointReader(model_dir)
-    if reader.config.get("model_type") not in ("llama", "pruned_llama"):
-        raise ExportError(f"model type {reader.config.get('model_type')!r}: only Llama-family checkpoints export to DeciLM")
+    layout = reader.llama_layout_problem()
+    if layout:
+        raise ExportError(f"cannot export to DeciLM: {layout}")
     padded = plan_padding(reader)
     config = decilm_config(reader, padded)
     out = Path(out_dir)

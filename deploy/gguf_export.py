@@ -92,8 +92,9 @@ def check_expressible(reader: CheckpointReader) -> None:
     scaling = _rope_scaling(reader.config)
     if scaling and scaling.get("rope_type", scaling.get("type")) not in ("default", "llama3", "linear", None):
         problems.append(f"rope scaling {scaling.get('rope_type', scaling.get('type'))!r} is not exported")
-    if reader.config.get("model_type") not in ("llama", "pruned_llama"):
-        problems.append(f"model type {reader.config.get('model_type')!r}: only Llama-family checkpoints export to GGUF")
+    layout = reader.llama_layout_problem()
+    if layout:
+        problems.insert(0, layout)
     if problems:
         raise ExportError("cannot export to GGUF: " + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
 

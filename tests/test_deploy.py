@@ -1,5 +1,6 @@
 """Exports for other runtimes, on tiny random models: the DeciLM padding is exact and has the
 shapes vLLM's loader allocates; the GGUF runs in llama.cpp with the checkpoint's numbers."""
+import importlib.util
 import json
 
 import numpy as np
@@ -133,9 +134,11 @@ def test_reader_reports_per_layer_geometry(tmp_path):
     assert [layer.intermediate_size for layer in layers] == [256 - 16 * m for _, m in QUERY_PLAN]
 
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="the llama.cpp checks need llama-cpp-python (install.sh --test)")
+needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                     reason="the llama.cpp checks need llama-cpp-python (install.sh --test)")
 
 
+@needs_llama_cpp
 @pytest.mark.parametrize("gqa,plan,tie", [("query", QUERY_PLAN, False), ("group", GROUP_PLAN, True)])
 def test_pruned_gguf_runs_in_llama_cpp_like_transformers(tmp_path, gqa, plan, tie):
     from deploy.llamacpp_runtime import LlamaCppModel
@@ -163,3 +166,34 @@ def test_sharded_save_writes_an_index(tmp_path):
     assert set(index["weight_map"]) == set(state)
     for name, filename in index["weight_map"].items():
         assert torch.equal(load_file(str(tmp_path / "shards" / filename))[name], state[name])
+
+
+def test_exports_refuse_families_outside_the_llama_layout(tmp_path):
+    from tests.tiny import tiny_family_model
+
+    model = tiny_family_model("qwen3")
+    context = make_context(model, "query", "wanda-sp", False)
+    save_pruned(context.prune(PruningPlan.from_list(QUERY_PLAN)), None, tmp_path / "q3", {})
+    with pytest.raises(ExportError, match="model type 'pruned_qwen3'"):
+        write_gguf(tmp_path / "q3", tmp_path / "q3.gguf")
+    with pytest.raises(ExportError, match="Llama layout"):
+        write_decilm(tmp_path / "q3", tmp_path / "q3-deci")
+
+
+@needs_llama_cpp
+def test_mistral_without_sliding_window_runs_in_llama_cpp(tmp_path):
+    from deploy.llamacpp_runtime import LlamaCppModel
+    from tests.tiny import tiny_family_model
+
+    model = tiny_family_model("mistral")
+    model.config.sliding_window = None  # Mistral v0.3: Llama math, so llama.cpp's deci graph runs it
+    context = make_context(model, "query", "wanda-sp", False)
+    pruned = context.prune(PruningPlan.from_list(QUERY_PLAN))
+    save_pruned(pruned, None, tmp_path / "mistral", {})
+    write_gguf(tmp_path / "mistral", tmp_path / "m.gguf", "f32")
+    ids = tiny_inputs(2, 32, seed=4)
+    with torch.no_grad():
+        expected = pruned(ids).logits.numpy()
+    with LlamaCppModel(tmp_path / "m.gguf", n_ctx=32) as runtime:
+        got = np.stack([runtime.logits(row.tolist()) for row in ids])
+    assert np.allclose(got, expected, atol=2e-3, rtol=1e-3)
