@@ -32,6 +32,10 @@ from benchmarks.common import RESULTS, machine  # noqa: E402
 SHAPES = {
     "llama-2-70b": {"config": ROOT / "tests" / "fixtures" / "llama-2-70b" / "config.json", "budget": "35b"},
     "llama-3-70b": {"config": ROOT / "tests" / "fixtures" / "llama-3-70b" / "config.json", "budget": "35b"},
+    # Other families at real shapes (published config values; issue 14)
+    "qwen3-32b": {"config": ROOT / "tests" / "fixtures" / "qwen3-32b" / "config.json", "budget": "50%"},
+    "gemma-3-27b": {"config": ROOT / "tests" / "fixtures" / "gemma-3-27b" / "config.json", "budget": "50%"},
+    "phi-3-medium": {"config": ROOT / "tests" / "fixtures" / "phi-3-medium" / "config.json", "budget": "50%"},
     "toy": {"config": None, "budget": "50%"},
 }
 TOY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128, "intermediate_size": 512,

@@ -223,7 +223,12 @@ def _tokenizer(source: str, random_weights: bool, config):
     (ids 0-255 are bytes, 256 is end of text), since only shapes matter there."""
     from transformers import AutoTokenizer
 
+    tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
     try:
+        if random_weights and Path(source).is_dir() and not any((Path(source) / f).exists() for f in tokenizer_files):
+            # Some families' tokenizer classes build an empty vocabulary from a config alone
+            # (Qwen, Gemma): a config-only folder gets the byte tokenizer below instead.
+            raise OSError(f"{source} has no tokenizer files")
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, TypeError):
         if not random_weights or not Path(source).is_dir():

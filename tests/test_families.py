@@ -55,3 +55,17 @@ def test_every_family_names_its_classes():
 def test_unsupported_architecture_is_one_line_naming_the_supported():
     with pytest.raises(UnsupportedModelError, match="supported: llama, mistral, qwen2, qwen3, gemma3_text, phi3"):
         family_of("falcon")
+
+
+@pytest.mark.parametrize("fixture", ["qwen3-32b", "gemma-3-27b", "phi-3-medium"])
+def test_config_only_folders_of_every_family_get_the_byte_tokenizer(fixture, tmp_path):
+    """--random-weights from a bare config.json: Qwen's and Gemma's tokenizer classes would build an
+    empty vocabulary from the config alone (0 tokens of WikiText); the byte tokenizer stands in."""
+    import shutil
+    from pathlib import Path
+
+    from pruning.loading import load_tokenizer
+
+    shutil.copy(Path(__file__).parent / "fixtures" / fixture / "config.json", tmp_path / "config.json")
+    tokenizer = load_tokenizer(str(tmp_path), random_weights=True)
+    assert len(tokenizer("héllo", add_special_tokens=False).input_ids) == 6  # one token per UTF-8 byte
