@@ -108,14 +108,19 @@ class CheckpointReader:
 
     def llama_layout_problem(self) -> str | None:
         """Why this checkpoint is not plain Llama math (what llama.cpp's deci and vLLM's DeciLM
-        run), or None. Mistral without a sliding window is Llama; other families have their own
-        parts (q/k norms, four norms, fused or biased projections) those graphs lack."""
+        run), or None. Mistral without a sliding window is Llama, and Qwen2 is Llama with q/k/v
+        biases (which both graphs take). Qwen3 and Gemma-3 have q/k norms those graphs lack, and
+        llama.cpp's own qwen3 graph sizes every layer by layer 0 (a pruned file fails to load:
+        checked); Phi-3's 2047-token sliding window has no counterpart there."""
         model_type = self.config.get("model_type")
-        if model_type in ("mistral", "pruned_mistral") and self.config.get("sliding_window") is not None:
-            return f"Mistral with a sliding window ({self.config['sliding_window']} tokens), which that graph does not apply"
-        if model_type not in ("llama", "pruned_llama", "mistral", "pruned_mistral"):
-            return (f"model type {model_type!r}: these exports cover the Llama layout (Llama, and Mistral without a "
-                    "sliding window); serve other families from the checkpoint with transformers")
+        window = self.config.get("sliding_window")
+        if model_type in ("qwen2", "pruned_qwen2"):
+            window = window if self.config.get("use_sliding_window") else None
+        if model_type in ("mistral", "pruned_mistral", "qwen2", "pruned_qwen2") and window is not None:
+            return f"a sliding window ({window} tokens), which that graph does not apply"
+        if model_type not in ("llama", "pruned_llama", "mistral", "pruned_mistral", "qwen2", "pruned_qwen2"):
+            return (f"model type {model_type!r}: these exports cover the Llama layout (Llama, Qwen2/2.5, and Mistral "
+                    "without a sliding window); serve other families from the checkpoint with transformers")
         return None
 
     def record(self) -> dict:

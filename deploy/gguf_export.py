@@ -85,10 +85,6 @@ def check_expressible(reader: CheckpointReader) -> None:
                             f"{layer.num_key_value_heads} KV heads")
         if layer.intermediate_size <= 0:
             problems.append(f"layer {i} has no MLP channels (llama.cpp's deci graph then drops the attention output too)")
-    if any(reader.has(f"model.layers.{i}.self_attn.q_proj.bias") and layer.num_attention_heads * reader.head_dim
-           != reader.hidden_size for i, layer in enumerate(reader.layers())):
-        problems.append("a q_proj bias on a layer whose query width differs from the hidden size "
-                        "(llama.cpp's deci loader sizes that bias by the hidden size)")
     scaling = _rope_scaling(reader.config)
     if scaling and scaling.get("rope_type", scaling.get("type")) not in ("default", "llama3", "linear", None):
         problems.append(f"rope scaling {scaling.get('rope_type', scaling.get('type'))!r} is not exported")

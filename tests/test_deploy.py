@@ -22,8 +22,10 @@ QUERY_PLAN = [[0, 1], [1, 4], [3, 0], [2, 7]]
 GROUP_PLAN = [[1, 2], [0, 4], [1, 0], [0, 7]]
 
 
-def saved_checkpoint(tmp_path, gqa="query", plan=QUERY_PLAN, compensate=False, tie=False, layers=4):
-    model = tiny_llama(tie=tie, layers=layers)
+def saved_checkpoint(tmp_path, gqa="query", plan=QUERY_PLAN, compensate=False, tie=False, layers=4, family="llama"):
+    from tests.tiny import tiny_family_model
+
+    model = tiny_llama(tie=tie, layers=layers) if family == "llama" else tiny_family_model(family, tie=tie)
     context = make_context(model, gqa, "wanda-sp", compensate)
     pruned = context.prune(PruningPlan.from_list(plan))
     out = save_pruned(pruned, None, tmp_path / f"ckpt-{gqa}", {"plan": plan})
@@ -63,10 +65,12 @@ def decilm_reference(directory) -> PrunedLlamaForCausalLM:
     return model
 
 
-@pytest.mark.parametrize("gqa,plan,compensate", [("query", QUERY_PLAN, False), ("group", GROUP_PLAN, False),
-                                                 ("query", QUERY_PLAN, True)])
-def test_decilm_padding_is_exact(tmp_path, gqa, plan, compensate):
-    pruned, ckpt = saved_checkpoint(tmp_path, gqa, plan, compensate)
+@pytest.mark.parametrize("gqa,plan,compensate,family", [("query", QUERY_PLAN, False, "llama"),
+                                                        ("group", GROUP_PLAN, False, "llama"),
+                                                        ("query", QUERY_PLAN, True, "llama"),
+                                                        ("group", GROUP_PLAN, False, "qwen2")])
+def test_decilm_padding_is_exact(tmp_path, gqa, plan, compensate, family):
+    pruned, ckpt = saved_checkpoint(tmp_path, gqa, plan, compensate, family=family)
     cost = write_decilm(ckpt, tmp_path / "deci", max_shard_bytes=40_000)
     assert (tmp_path / "deci" / "model.safetensors.index.json").exists()  # sharded
     config = json.loads((tmp_path / "deci" / "config.json").read_text())
@@ -181,16 +185,19 @@ def test_exports_refuse_families_outside_the_llama_layout(tmp_path):
 
 
 @needs_llama_cpp
-def test_mistral_without_sliding_window_runs_in_llama_cpp(tmp_path):
+@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+def test_llama_layout_families_run_in_llama_cpp(tmp_path, family):
+    """Mistral without a sliding window is Llama math; Qwen2 is Llama with q/k/v biases, which
+    llama.cpp's deci graph adds (checked here with heads removed, so the biases are cut too)."""
     from deploy.llamacpp_runtime import LlamaCppModel
     from tests.tiny import tiny_family_model
 
-    model = tiny_family_model("mistral")
-    model.config.sliding_window = None  # Mistral v0.3: Llama math, so llama.cpp's deci graph runs it
+    model = tiny_family_model(family)
+    model.config.sliding_window = None  # Mistral v0.3 (Qwen2 has none in use by default)
     context = make_context(model, "query", "wanda-sp", False)
     pruned = context.prune(PruningPlan.from_list(QUERY_PLAN))
-    save_pruned(pruned, None, tmp_path / "mistral", {})
-    write_gguf(tmp_path / "mistral", tmp_path / "m.gguf", "f32")
+    save_pruned(pruned, None, tmp_path / family, {})
+    write_gguf(tmp_path / family, tmp_path / "m.gguf", "f32")
     ids = tiny_inputs(2, 32, seed=4)
     with torch.no_grad():
         expected = pruned(ids).logits.numpy()
