@@ -106,6 +106,12 @@ class CheckpointReader:
         with safe_open(str(self._names[name]), framework="pt") as handle:
             return handle.get_tensor(name)
 
+    @property
+    def family(self):
+        from pruning.families import family_of
+
+        return family_of(self.config.get("model_type"))
+
     def llama_layout_problem(self) -> str | None:
         """Why this checkpoint is not plain Llama math (what llama.cpp's deci and vLLM's DeciLM
         run), or None. Mistral without a sliding window is Llama, and Qwen2 is Llama with q/k/v
@@ -121,6 +127,11 @@ class CheckpointReader:
         if model_type not in ("llama", "pruned_llama", "mistral", "pruned_mistral", "qwen2", "pruned_qwen2"):
             return (f"model type {model_type!r}: these exports cover the Llama layout (Llama, Qwen2/2.5, and Mistral "
                     "without a sliding window); serve other families from the checkpoint with transformers")
+        family = self.family  # the exports write Llama's names, which these families' tables use too
+        if (family.q, family.k, family.v, family.o, family.gate, family.up, family.down, family.qkv, family.gate_up) != (
+                "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                "mlp.up_proj", "mlp.down_proj", None, None) or len(family.layer_norms) != 2 or family.head_norms:
+            return f"the {family.name} table does not name its weights as Llama does"
         return None
 
     def record(self) -> dict:

@@ -29,19 +29,21 @@ import torch
 
 from deploy.checkpoint_reader import CheckpointReader, ExportError
 from deploy.gguf_tokenizer import write_tokenizer
+from pruning.families import Family
 
 ARCH = "deci"
 BASE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
               "bf16": gguf.LlamaFileType.MOSTLY_BF16}
 
-# Hugging Face name (inside model.layers.N.) -> GGUF name (inside blk.N.)
-_LAYER_NAMES = {
-    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-}
 _GLOBAL_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
                  "lm_head.weight": "output.weight"}
+
+
+def layer_names(family: Family) -> dict[str, str]:
+    """The family's module names (its table in pruning/families.py) -> llama.cpp's, inside a layer."""
+    names = {family.q: "attn_q", family.k: "attn_k", family.v: "attn_v", family.o: "attn_output",
+             family.gate: "ffn_gate", family.up: "ffn_up", family.down: "ffn_down"}
+    return names | dict(zip(family.layer_norms, ("attn_norm", "ffn_norm")))
 
 
 @dataclass(frozen=True)
@@ -53,15 +55,16 @@ class GGUFSummary:
     notes: tuple[str, ...] = ()
 
 
-def gguf_name(hf_name: str) -> str | None:
+def gguf_name(hf_name: str, family: Family) -> str | None:
     if hf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[hf_name]
     if hf_name.startswith("model.layers."):
         rest = hf_name[len("model.layers."):]
         index, _, inner = rest.partition(".")
         module, _, kind = inner.rpartition(".")
-        if module in _LAYER_NAMES:
-            return f"blk.{index}.{_LAYER_NAMES[module]}.{kind}"
+        names = layer_names(family)
+        if module in names:
+            return f"blk.{index}.{names[module]}.{kind}"
     return None
 
 
@@ -156,7 +159,7 @@ def _plan_tensors(reader: CheckpointReader) -> list[tuple[str, str]]:
     """(hf name, gguf name) in the order they are written: globals, then layer by layer."""
     pairs = []
     for hf in reader.names():
-        name = gguf_name(hf)
+        name = gguf_name(hf, reader.family)
         if name is None:
             raise ExportError(f"tensor {hf} has no place in a llama.cpp deci model")
         if hf == "lm_head.weight" and reader.tied:
@@ -173,10 +176,10 @@ def _convert(reader: CheckpointReader, hf: str, base_type: str) -> np.ndarray:
     """The tensor as llama.cpp stores it: permuted for rope, float32 if 1-D, else the base type
     (bf16 as raw bytes)."""
     tensor = reader.tensor(hf)
-    if ".self_attn.q_proj." in hf or ".self_attn.k_proj." in hf:
-        i = int(hf.split(".")[2])
-        layer = reader.layers()[i]
-        heads = layer.num_attention_heads if ".q_proj." in hf else layer.num_key_value_heads
+    module = hf.split(".", 3)[-1].rpartition(".")[0] if hf.startswith("model.layers.") else ""
+    if module in (reader.family.q, reader.family.k):
+        layer = reader.layers()[int(hf.split(".")[2])]
+        heads = layer.num_attention_heads if module == reader.family.q else layer.num_key_value_heads
         tensor = rope_permute(tensor, heads)
     if tensor.dim() == 1 or base_type == "f32":
         return tensor.to(torch.float32).contiguous().numpy()
