@@ -34,6 +34,7 @@ class Family:
     layer_norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")  # over hidden
     head_norms: tuple[str, ...] = ()  # over head_dim, shared by the heads
     bos_per_window: bool = False  # evaluation/calibration windows start with BOS (the model breaks without)
+    norm_identity: float = 1.0  # the norm weight that scales by 1 (Gemma stores w and scales by 1 + w)
 
     @property
     def types(self) -> tuple[str, str]:
@@ -49,7 +50,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("gemma3", "gemma3_text", "pruned_gemma3_text", "PrunedGemma3TextConfig", "PrunedGemma3ForCausalLM",
            layer_norms=("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                         "post_feedforward_layernorm"),
-           head_norms=("self_attn.q_norm", "self_attn.k_norm"), bos_per_window=True),
+           head_norms=("self_attn.q_norm", "self_attn.k_norm"), bos_per_window=True, norm_identity=0.0),
     Family("phi3", "phi3", "pruned_phi3", "PrunedPhi3Config", "PrunedPhi3ForCausalLM",
            qkv="self_attn.qkv_proj", gate_up="mlp.gate_up_proj"),
 )

@@ -176,7 +176,7 @@ def load_model(name: str, dtype: str | torch.dtype = "auto", device: str = "auto
                on_placement=None, tokenizer=None) -> LoadedModel:
     """Load model + tokenizer, placed by `pruning.placement.place` (one GPU, several, CPU, disk).
 
-    random_weights: build the weights from the config (normal(0, initializer_range), norms 1)
+    random_weights: build the weights from the config (normal(0, initializer_range), norms scaling by 1)
     instead of reading them: for scale checks and for measuring speed before a download.
     on_placement(placement): called with the chosen placement before any weight is read.
     tokenizer: one loaded before (`load_tokenizer`), so text can be tokenized before the weights
@@ -343,7 +343,10 @@ def _random_model(meta, placement, torch_dtype, seed: int):
 
     from pruning.placement import UnitWriter, unit_names
 
+    from pruning.families import family_of
+
     std = float(getattr(meta.config, "initializer_range", 0.02))
+    norm_identity = family_of(meta.config.model_type).norm_identity
     writer = UnitWriter(meta, placement, placement.offload_folder)
     tied = bool(getattr(meta.config, "tie_word_embeddings", False))
     for unit in unit_names(meta):
@@ -353,8 +356,8 @@ def _random_model(meta, placement, torch_dtype, seed: int):
         device = torch.device(placement.main_device)
         tensors = {}
         for pname, param in module.named_parameters():
-            if pname.endswith("norm.weight") or unit == "model.norm":
-                value = torch.ones(param.shape, dtype=torch_dtype, device=device)
+            if pname.endswith("norm.weight") or unit == "model.norm":  # norms scale by 1
+                value = torch.full(param.shape, norm_identity, dtype=torch_dtype, device=device)
             elif pname.endswith("bias"):
                 value = torch.zeros(param.shape, dtype=torch_dtype, device=device)
             else:

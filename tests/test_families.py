@@ -69,3 +69,15 @@ def test_config_only_folders_of_every_family_get_the_byte_tokenizer(fixture, tmp
     shutil.copy(Path(__file__).parent / "fixtures" / fixture / "config.json", tmp_path / "config.json")
     tokenizer = load_tokenizer(str(tmp_path), random_weights=True)
     assert len(tokenizer("héllo", add_special_tokens=False).input_ids) == 6  # one token per UTF-8 byte
+
+
+@pytest.mark.parametrize("family,identity", [("llama", 1.0), ("gemma3", 0.0)])
+def test_random_weights_norms_scale_by_one(family, identity, tmp_path):
+    """--random-weights: norms scale by 1, which is weight 1 for Llama and 0 for Gemma (1 + w)."""
+    from pruning.loading import byte_tokenizer, load_model
+
+    tiny_family_model(family).config.to_json_file(tmp_path / "config.json")
+    model = load_model(str(tmp_path), dtype="float32", device="cpu", random_weights=True,
+                       tokenizer=byte_tokenizer()).model  # the tiny vocabulary is too small for bytes
+    norms = [p for name, p in model.named_parameters() if name.endswith("norm.weight")]
+    assert norms and all(torch.all(p == identity) for p in norms)
