@@ -116,8 +116,8 @@ class CheckpointReader:
         """Why this checkpoint is not plain Llama math (what llama.cpp's deci and vLLM's DeciLM
         run), or None. Mistral without a sliding window is Llama, and Qwen2 is Llama with q/k/v
         biases (which both graphs take). Qwen3 and Gemma-3 have q/k norms those graphs lack, and
-        llama.cpp's own qwen3 graph sizes every layer by layer 0 (a pruned file fails to load:
-        checked); Phi-3's 2047-token sliding window has no counterpart there."""
+        llama.cpp's own qwen3 and gemma3 graphs size every layer by layer 0 (a file with per-layer
+        widths fails to load: checked); Phi-3's 2047-token sliding window has no counterpart there."""
         model_type = self.config.get("model_type")
         window = self.config.get("sliding_window")
         if model_type in ("qwen2", "pruned_qwen2"):
