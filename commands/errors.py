@@ -4,7 +4,7 @@ from agents.prompting import PromptError
 from agents.local_server import LocalServerError
 from commands.search import RunNotFoundError
 from deploy.llamacpp_runtime import LlamaCppError
-from pruning.adapter import UnsupportedModelError
+from pruning.families import UnsupportedModelError
 from pruning.budget import BudgetError
 from pruning.data import DataUnavailableError
 from pruning.loading import ModelLoadError

@@ -65,8 +65,8 @@ def run_eval_gguf(args) -> int:
     token of each window scored, as for checkpoints), and with --timing its prompt and decode speed."""
     from pathlib import Path
 
-    from deploy.llamacpp_runtime import LlamaCppModel, token_windows
-    from pruning.data import load_text
+    from deploy.llamacpp_runtime import LlamaCppModel
+    from pruning.data import load_text, tokenize_windows
 
     path = Path(args.target)
     if not path.is_file():
@@ -76,8 +76,9 @@ def run_eval_gguf(args) -> int:
                          "pass the checkpoint folder, or --tasks none")
     results = {"model": str(path), "runtime": "llama.cpp", "bytes": path.stat().st_size}
     with LlamaCppModel(path, n_ctx=args.eval_seqlen) as runtime:
-        ids = runtime.tokenize(load_text("wikitext2", "test", args.data_dir))
-        windows = token_windows(ids, args.eval_seqlen, args.eval_windows or None)
+        test = tokenize_windows(load_text("wikitext2", "test", args.data_dir), runtime.as_tokenizer(),
+                                args.eval_seqlen, "wikitext2", "test").head(args.eval_windows or None)
+        windows = test.input_ids.tolist()
         with progress_bar("WikiText-2 test perplexity (llama.cpp)") as progress:
             results["wikitext2_test_ppl"] = runtime.perplexity(windows, progress=progress)
     console.print(f"wikitext2 (test, {len(windows)} x {args.eval_seqlen} tokens, llama.cpp)  "
@@ -85,7 +86,7 @@ def run_eval_gguf(args) -> int:
     if args.timing:
         with LlamaCppModel(path, n_ctx=args.eval_seqlen + 64, logits_all=False) as runtime:
             with err_console.status("timing (llama.cpp) ..."):
-                speed = runtime.speed(ids[: args.eval_seqlen], decode_tokens=64)
+                speed = runtime.speed(windows[0], decode_tokens=64)
         results["timing"] = speed.__dict__
         console.print(f"prompt {speed.prompt_tokens} tokens  {speed.prompt_tokens_per_s:8.1f} tok/s   "
                       f"decode {speed.decode_tokens_per_s:.1f} tok/s  ({speed.threads} threads)")

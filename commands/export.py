@@ -9,25 +9,26 @@ from deploy.exports import export_gguf, gguf_targets, parse_quants
 from ui.console import console, err_console, progress_bar
 
 
-def checkpoint_dir(target: str) -> tuple[Path, str]:
-    """(folder, short name) for a checkpoint folder or a model alias (the embedded model)."""
+def checkpoint_dir(target: str) -> tuple[Path, str, Path]:
+    """(folder, short name, where exports go by default) for a checkpoint folder (beside it) or a
+    model alias (the embedded models: the current folder)."""
     from pruning.loading import ALIASES, resolve_source
 
     path = Path(target).expanduser()
     if path.is_dir():
-        return path, path.name if path.name != "model" else f"{path.parent.name}-model"
+        return path, path.name if path.name != "model" else f"{path.parent.name}-model", path.parent
     if target in ALIASES:
-        return Path(resolve_source(target)), target
+        return Path(resolve_source(target)), target, Path.cwd()
     raise ExportError(f"{target} is not a checkpoint folder (from prune or a search run) or a model alias")
 
 
 def run_export(args) -> int:
     started = time.perf_counter()
-    folder, name = checkpoint_dir(args.target)
+    folder, name, default_dir = checkpoint_dir(args.target)
     if args.format == "decilm":
         from deploy.decilm_export import write_decilm
 
-        out = Path(args.out) if args.out else folder.with_name(folder.name + "-decilm")
+        out = Path(args.out) if args.out else default_dir / f"{name}-decilm"
         with err_console.status("DeciLM export ..."):
             cost = write_decilm(folder, out)
         console.print(f"DeciLM / nemotron-nas checkpoint: {out}  (vLLM: --trust-remote-code)")
@@ -37,7 +38,6 @@ def run_export(args) -> int:
                           f"at {cost['query_heads_stored']} heads instead of {cost['query_heads_real']})")
     else:
         quants = parse_quants(args.quant)
-        default_dir = folder.parent if Path(args.target).expanduser().is_dir() else Path.cwd()
         targets = gguf_targets(folder, name, quants, args.out, default_dir)
         rows = export_gguf(folder, name, targets, progress_bar, say=err_console.print)
         for row in rows:

@@ -18,9 +18,9 @@ def gguf_for(target: str, quant: str) -> Path:
     from commands.export import checkpoint_dir
     from deploy.exports import export_gguf, gguf_targets, parse_quants
 
-    folder, name = checkpoint_dir(target)
+    folder, name, default_dir = checkpoint_dir(target)
     quants = parse_quants(quant)[:1]
-    targets = gguf_targets(folder, name, quants, None, folder.parent if path.is_dir() else Path.cwd())
+    targets = gguf_targets(folder, name, quants, None, default_dir)
     gguf = targets[quants[0]]
     weights = [p.stat().st_mtime for p in folder.glob("*.safetensors")]
     if gguf.is_file() and weights and gguf.stat().st_mtime > max(weights):

@@ -10,7 +10,9 @@ import torch
 from deploy.checkpoint_reader import CheckpointReader, ExportError
 from deploy.llamacpp_runtime import QUANT_TYPES
 
-FORMATS = ("gguf", "decilm")
+# llama.cpp here runs on the CPU: beyond this size a GGUF's perplexity would take far longer than
+# the search itself, so finalize leaves it to `main.py eval FILE.gguf` and says so.
+MEASURE_MAX_BYTES = 4 * 10**9
 
 
 def parse_quants(text: str) -> list[str]:
@@ -125,8 +127,12 @@ def export_checkpoint(folder: Path, specs: list[tuple[str, str | None]], name: s
 
 def measure_gguf(row: dict, windows: torch.Tensor, progress_factory=None, decode_tokens: int = 64) -> dict:
     """Perplexity of a written GGUF on the given token windows (the checkpoint's own test windows,
-    so the numbers compare directly) and its prompt/decode speed, all in llama.cpp."""
+    so the numbers compare directly) and its prompt/decode speed, all in llama.cpp. llama.cpp maps
+    the file (pages the kernel can drop), so this holds no second anonymous copy of the model."""
     from deploy.llamacpp_runtime import LlamaCppModel
+
+    if row["bytes"] > MEASURE_MAX_BYTES:
+        return {**row, "note": f"not measured ({row['bytes'] / 1e9:.0f} GB on the CPU): main.py eval FILE.gguf"}
 
     ids = windows.tolist()
     seqlen = len(ids[0])

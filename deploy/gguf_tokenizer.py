@@ -25,20 +25,17 @@ PRE_TOKENIZERS = {_LLAMA3_SPLIT: "llama-bpe", _QWEN2_SPLIT: "qwen2"}
 
 def source_gguf(directory: Path, record: dict) -> Path | None:
     """The GGUF this checkpoint was made from, if any (written by the embedded model's loader)."""
-    candidates = [directory]
-    for key in ("source", "model_source"):
-        if isinstance(record.get(key), str):
-            candidates.append(Path(record[key]))
+    candidates = [directory] + ([Path(record["source"])] if isinstance(record.get("source"), str) else [])
     for folder in candidates:
         marker = folder / "self_pruner_source.json"
         if marker.is_file():
             path = Path(json.loads(marker.read_text()).get("gguf", ""))
             if path.is_file():
                 return path
-    if str(record.get("source_model", "")) == "smollm2-135m" or str(record.get("model", "")) == "smollm2-135m":
-        from pruning.loading import embedded_gguf_path
+    from pruning.loading import EMBEDDED, embedded_gguf_path
 
-        return embedded_gguf_path()
+    if record.get("source_model") in EMBEDDED:  # a record written before `source` was kept
+        return embedded_gguf_path(record["source_model"])
     return None
 
 

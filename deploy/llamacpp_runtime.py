@@ -12,8 +12,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 QUANT_TYPES = ("f16", "bf16", "q8_0", "q4_k_m")  # f16/bf16 are written directly; the others by llama.cpp
 
@@ -123,22 +125,23 @@ class LlamaCppModel:
         nll = log_norm - logits[np.arange(len(targets)), targets]
         return float(nll.sum()), len(targets), greedy
 
-    def window_nll(self, ids: list[int]) -> tuple[float, int]:
-        nll, count, _ = self.window_scores(ids)
-        return nll, count
-
     def perplexity(self, windows: list[list[int]], progress=None) -> float:
         total, count = 0.0, 0
         for k, window in enumerate(windows):
-            nll, n = self.window_nll(window)
+            nll, n, _ = self.window_scores(window)
             total += nll
             count += n
             if progress:
                 progress(k + 1, len(windows))
         return math.exp(total / count)
 
-    def greedy_next(self, ids: list[int]) -> int:
-        return int(np.argmax(self.logits(ids)[-1]))
+    def as_tokenizer(self):
+        """llama.cpp's tokenizer in the calling form of a Hugging Face one, so that
+        `pruning.data.tokenize_windows` cuts the windows exactly as it does for checkpoints."""
+        def encode(text, return_tensors=None, add_special_tokens=False):
+            return SimpleNamespace(input_ids=torch.tensor([self.tokenize(text)]))
+
+        return encode
 
     def speed(self, prompt: list[int], decode_tokens: int = 64, repeats: int = 3) -> SpeedResult:
         """Prompt processing and greedy decoding throughput, best of `repeats` (after one warm-up).
@@ -176,11 +179,3 @@ class LlamaCppModel:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def token_windows(ids: list[int], seqlen: int, limit: int | None = None) -> list[list[int]]:
-    """Consecutive windows of `seqlen` tokens (the last partial one dropped), as pruning/data.py cuts them."""
-    n = len(ids) // seqlen
-    if limit:
-        n = min(n, limit)
-    return [ids[k * seqlen:(k + 1) * seqlen] for k in range(n)]

@@ -124,7 +124,7 @@ def export_lines(rows: list[dict], checkpoint_ppl: float | None) -> list[str]:
             drift = f"{(row['ppl'] / checkpoint_ppl - 1) * 100:+.2f}%" if checkpoint_ppl else ""
             cells = [f"{row['ppl']:.3f}", drift, f"{row['prompt_tokens_per_s']:.0f}", f"{row['decode_tokens_per_s']:.1f}"]
         else:
-            cells = ["", "", "", ""]
+            cells = [row.get("note", ""), "", "", ""]
         lines.append(f"| {name} | `{Path(row['file']).name}` | {size} | " + " | ".join(cells) + " |")
     padding = next((row["padding"] for row in rows if row.get("padding")), None)
     if padding and padding["query_heads_stored"] > padding["query_heads_real"]:

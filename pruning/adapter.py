@@ -11,10 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pruning.families import SUPPORTED_MODEL_TYPES, Family, UnsupportedModelError, family_of
+from pruning.families import Family, family_of
 from pruning.shape import LayerShape, ModelShape
-
-__all__ = ["DecoderAdapter", "RowBlock", "SUPPORTED_MODEL_TYPES", "UnsupportedModelError"]
 
 
 @dataclass(frozen=True)
@@ -31,10 +29,6 @@ class RowBlock:
     @property
     def weight(self) -> torch.Tensor:
         return self.linear.weight[self.start:self.stop]
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return None if self.linear.bias is None else self.linear.bias[self.start:self.stop]
 
 
 class DecoderAdapter:
@@ -75,7 +69,7 @@ class DecoderAdapter:
         return self.module(i, self.family.gate_up or self.family.gate)
 
     def rows(self, i: int, part: str) -> RowBlock:
-        """Rows of q, k, v, gate or up in layer i (a slice of the fused linear where fused)."""
+        """Rows of q, k, v, o, gate, up or down in layer i (a slice of the fused linear where fused)."""
         f = self.family
         if part in ("q", "k", "v") and f.qkv:
             heads, kv = self._fused_heads(i)

@@ -55,11 +55,14 @@ FAMILIES: tuple[Family, ...] = (
            qkv="self_attn.qkv_proj", gate_up="mlp.gate_up_proj"),
 )
 
-SUPPORTED_MODEL_TYPES = tuple(t for family in FAMILIES for t in family.types)
-
 
 class UnsupportedModelError(ValueError):
     pass
+
+
+def pruned_family(model_type: str | None) -> Family | None:
+    """The family whose pruned checkpoints have this model_type (ours), else None."""
+    return next((family for family in FAMILIES if family.pruned_type == model_type), None)
 
 
 def family_of(model_type: str | None) -> Family:

@@ -199,15 +199,13 @@ def wanda_outlier_ratios(model, stats: ActivationStats, threshold: float = 5.0) 
     ratios = []
     for i in range(adapter.num_layers):
         site = stats.layers[i]
-        pairs = [(adapter.rows(i, part), "attn_in") for part in ("q", "k", "v")] + [
-            (adapter.o_proj(i), "attn_heads"), (adapter.rows(i, "gate"), "mlp_in"), (adapter.rows(i, "up"), "mlp_in"),
-            (adapter.down_proj(i), "mlp_hidden"),
-        ]
+        sites = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "attn_heads", "gate": "mlp_in", "up": "mlp_in",
+                 "down": "mlp_hidden"}
         metrics = []
-        for part, s in pairs:
-            linear = getattr(part, "linear", part)  # a RowBlock (q, k, v, gate, up) or a whole linear
-            with materialized(linear):
-                w = part.weight.detach()
+        for part, s in sites.items():
+            block = adapter.rows(i, part)  # the part's rows, inside a fused linear where fused
+            with materialized(block.linear):
+                w = block.weight.detach()
                 metrics.append((w.float().abs() * site[s].mean_square.to(w.device, torch.float32).sqrt()).flatten().cpu())
         flat = torch.cat(metrics)
         ratios.append(float((flat > threshold * flat.mean()).float().mean()))

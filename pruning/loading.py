@@ -223,24 +223,25 @@ def _tokenizer(source: str, random_weights: bool, config):
     (ids 0-255 are bytes, 256 is end of text), since only shapes matter there."""
     from transformers import AutoTokenizer
 
-    tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
-    try:
-        if random_weights and Path(source).is_dir() and not any((Path(source) / f).exists() for f in tokenizer_files):
-            # Some families' tokenizer classes build an empty vocabulary from a config alone
-            # (Qwen, Gemma): a config-only folder gets the byte tokenizer below instead.
-            raise OSError(f"{source} has no tokenizer files")
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError, TypeError):
-        if not random_weights or not Path(source).is_dir():
-            raise
-    else:
-        from pruning.families import family_of
+    from pruning.families import family_of
 
-        # Families trained to always see a BOS first (Gemma) get one at the start of every
-        # window (pruning/data.py); the others are cut from the running text, as Wanda/SparseGPT do.
-        if family_of(config.model_type).bos_per_window and tokenizer.bos_token_id is not None:
-            tokenizer.window_bos_id = tokenizer.bos_token_id
-        return tokenizer
+    folder = Path(source)
+    config_only = folder.is_dir() and not any(
+        (folder / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json"))
+    # Some families' tokenizer classes build an empty vocabulary from a config alone (Qwen,
+    # Gemma): a config-only folder with --random-weights goes straight to the byte tokenizer.
+    if not (random_weights and config_only):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError, TypeError):
+            if not random_weights or not folder.is_dir():
+                raise
+        else:
+            # Families trained to always see a BOS first (Gemma) get one at the start of every
+            # window (pruning/data.py); the others are cut from the running text, as Wanda/SparseGPT do.
+            if family_of(config.model_type).bos_per_window and tokenizer.bos_token_id is not None:
+                tokenizer.window_bos_id = tokenizer.bos_token_id
+            return tokenizer
     if getattr(config, "vocab_size", 0) < 257:
         raise ModelLoadError(f"{source} has no tokenizer and a vocabulary under 257 tokens: add tokenizer files")
     return byte_tokenizer()
@@ -265,7 +266,7 @@ def load_config(name: str, source: str):
     becomes one line naming what to do (no retry noise)."""
     from transformers import AutoConfig
 
-    from pruning.families import FAMILIES, SUPPORTED_MODEL_TYPES
+    from pruning.families import UnsupportedModelError, family_of, pruned_family
     from pruning.surgery import pruned_classes
 
     if not Path(source).is_dir():
@@ -273,16 +274,16 @@ def load_config(name: str, source: str):
     try:
         raw = _read_config(source)
         model_type = raw.get("model_type")
-        for family in FAMILIES:
-            if model_type == family.pruned_type:  # our own checkpoint: our classes, no remote code needed
-                return pruned_classes(family)[0].from_pretrained(source)
+        family = pruned_family(model_type)
+        if family is not None:  # our own checkpoint: our classes, no remote code needed
+            return pruned_classes(family)[0].from_pretrained(source)
         if model_type == "gemma3":  # a multimodal Gemma-3 checkpoint: its text part is what we prune
             raise ModelLoadError(f"{name}: a multimodal Gemma-3 checkpoint; prune a text-only one (model_type gemma3_text)")
-        if model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
-            raise ModelLoadError(
-                f"{name}: model type {model_type!r} is not supported; supported: "
-                + ", ".join(f.model_type for f in FAMILIES)
-            )
+        if model_type is not None:
+            try:
+                family_of(model_type)
+            except UnsupportedModelError as err:
+                raise ModelLoadError(f"{name}: {err}") from None
         return AutoConfig.from_pretrained(source)
     except OSError as err:
         raise ModelLoadError(_hub_error_line(name, source, err)) from err
@@ -307,13 +308,11 @@ def empty_model(config, dtype: torch.dtype | None = None):
 
 def _pruned_model_class(config):
     """Our class for a pruned checkpoint's config (no remote code needed), else None."""
-    from pruning.families import FAMILIES
+    from pruning.families import pruned_family
     from pruning.surgery import pruned_classes
 
-    for family in FAMILIES:
-        if getattr(config, "model_type", None) == family.pruned_type:
-            return pruned_classes(family)[1]
-    return None
+    family = pruned_family(getattr(config, "model_type", None))
+    return pruned_classes(family)[1] if family else None
 
 
 def _pretrained_model(source: str, config, placement, torch_dtype):
