@@ -64,10 +64,20 @@ def prepare_run(config: RunConfig, run_dir: Path, calibration_label: str = "cali
     return PreparedRun(config, loaded, context, fitness, test)
 
 
+def prepare_reconstruction(context: PruningContext, budget: Budget) -> None:
+    """The refit table (and `--metric obs`'s scores) for this budget, with a progress bar; read from
+    the disk cache when an earlier run made it."""
+    if context.reconstruction.mode != "ls" and not context.scores.metric.startswith("obs"):
+        return
+    with stage("reference pass"), progress_bar("reference pass (refit table)") as progress:
+        context.prepare_for(budget, progress=progress)
+
+
 def build_search(config: RunConfig, context: PruningContext, budget: Budget, fitness_windows: TokenWindows,
                  store, roles, *, seed: int | None = None, granularity: str | None = None,
                  finalizer: Callable | None = None, on_event: Callable | None = None) -> SearchDeps:
     """One search over a prepared model. seed / granularity: an ablation cell's own (else the config's)."""
+    prepare_reconstruction(context, budget)
     evaluator = FitnessEvaluator(context, fitness_windows, kind=config.fitness, mode=config.fitness_mode, store=store,
                                  batch_size=config.batch_size)
     return SearchDeps(roles=roles, evaluator=evaluator, store=store, space=context.space, budget=budget,

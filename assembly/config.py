@@ -31,7 +31,7 @@ class RunConfig:
     # --- the model and where it runs
     model: str = option("model", "alias (smollm2-135m = embedded, llama-2-7b, llama-2-70b, llama-3-8b, ...), HF id or directory",
                         default="smollm2-135m")
-    dtype: str = option("model", "auto (bf16 where fast, the CPU included), float32, bfloat16, float16", default="auto")
+    dtype: str = option("model", "auto (bf16 on GPUs and on CPUs with native bf16, else fp32), float32, bfloat16, float16", default="auto")
     device: str = option("model", "auto (CUDA when present), cpu, cuda (all visible GPUs), cuda:N (that GPU only)",
                          measured=False, default="auto")
     max_memory: str | None = option("model", "memory per device in accelerate's form, e.g. 0=70GiB,1=70GiB,cpu=200GiB; what does "
@@ -51,7 +51,8 @@ class RunConfig:
     rate: float | None = option("budget", "average per-layer pruning rate (share of decoder-block params removed)",
                                 default=None, type=float)
     # --- what is pruned and how it is scored
-    metric: str = option("pruning", "importance metric", default="wanda-sp", choices=["wanda-sp", "flap", "magnitude"])
+    metric: str = option("pruning", "importance metric (obs: Hessian-aware, from the reconstruction's reference pass)",
+                         default="wanda-sp", choices=["wanda-sp", "flap", "magnitude", "obs"])
     granularity: str = option("pruning", "genome: one rate per layer (paper), or attention + MLP rates per layer",
                               default="layer", choices=["layer", "module"])
     gqa: str = option("pruning", "attention unit: one query head per KV group (default) or whole KV groups",
@@ -59,8 +60,11 @@ class RunConfig:
     mlp_unit: int = option("pruning", "MLP channels removed in multiples of this (0 = automatic)", default=0, type=int)
     min_rate: float = option("pruning", "lower bound of every rate", default=0.0, type=float)
     max_rate: float = option("pruning", "upper bound of every rate", default=0.9, type=float)
-    bias_compensation: str = option("pruning", "FLAP's baseline bias for removed inputs (auto: on with --metric flap)",
-                                    default="auto", choices=["auto", "on", "off"])
+    reconstruct: str = option("pruning", "what compensates removed heads/channels: ls (least-squares refit of o_proj and "
+                              "down_proj, layer by layer on the pruned model's own inputs), bias (FLAP's mean bias), off",
+                              default="ls", choices=["ls", "bias", "off"])
+    reconstruct_damping: float = option("pruning", "ridge damping of the refit, relative to the mean input energy",
+                                        default=1e-2, type=float)
     calib_data: str = option("pruning", "wikitext2 (validation split), c4, or a text file", default="wikitext2")
     calib_samples: int = option("pruning", "calibration windows", default=64, type=int)
     calib_seqlen: int = option("pruning", "calibration window length in tokens", default=512, type=int)
@@ -116,14 +120,16 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        """From a stored run (unknown keys of older runs are ignored; missing ones take today's defaults)."""
-        return cls.from_args(argparse.Namespace(**{k: v for k, v in data.items() if k in FIELD_NAMES}))
+        """From a stored run (unknown keys of older runs are ignored; missing ones take today's defaults,
+        except what replaced an older option, which keeps that run's meaning)."""
+        return cls.from_args(argparse.Namespace(**{k: v for k, v in upgraded(data).items() if k in FIELD_NAMES}))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def resumed(self, stored: dict) -> "RunConfig":
         """This command line's process knobs over the stored run's settings (`--resume`)."""
+        stored = upgraded(stored)
         return replace(self, **{f.name: stored[f.name] for f in fields(self) if f.metadata["run"] and f.name in stored})
 
     def measured(self) -> dict:
@@ -138,7 +144,8 @@ class RunConfig:
         from pruning.prepare import PruneSettings
 
         return PruneSettings(metric=self.metric, granularity=self.granularity, gqa=self.gqa, mlp_unit=self.mlp_unit,
-                             min_rate=self.min_rate, max_rate=self.max_rate, bias_compensation=self.bias_compensation,
+                             min_rate=self.min_rate, max_rate=self.max_rate, reconstruct=self.reconstruct,
+                             reconstruct_damping=self.reconstruct_damping,
                              calib_data=self.calib_data, calib_samples=self.calib_samples, calib_seqlen=self.calib_seqlen,
                              data_dir=self.data_dir, batch_size=self.batch_size, seed=self.seed)
 
@@ -159,6 +166,16 @@ class RunConfig:
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(RunConfig))
+
+
+def upgraded(stored: dict) -> dict:
+    """A stored run's settings in today's names. Runs made before --reconstruct had
+    --bias-compensation auto|on|off (auto: on with --metric flap) and no refit: they resume as they ran."""
+    if "reconstruct" in stored or "bias_compensation" not in stored:
+        return stored
+    old = stored["bias_compensation"]
+    on = old == "on" or (old == "auto" and stored.get("metric") == "flap")
+    return {**stored, "reconstruct": "bias" if on else "off"}
 
 
 def add_options(parser: argparse.ArgumentParser, *groups: str) -> None:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from benchmarks.common import RESULTS, ResultStore, machine, uniform_pruned  # noqa: E402
-from pruning.context import build_context  # noqa: E402
+from pruning.context import Reconstruction, build_context  # noqa: E402
 from pruning.data import TokenWindows, load_windows  # noqa: E402
 from pruning.genome import Genome  # noqa: E402
 from pruning.perplexity import perplexity  # noqa: E402
@@ -49,8 +49,10 @@ SHAPES = {  # name: (hidden, intermediate, layers, heads, kv_heads, vocab)
 
 
 def context_for(model, windows: TokenWindows):
-    context, _ = build_context(model, make_space(model, PruneSettings()), "wanda-sp", windows, cache_dir=None,
-                               batch_size=4)
+    """The defaults, least-squares reconstruction included (exact refits, calibrated on `windows`)."""
+    settings = PruneSettings()
+    context, _ = build_context(model, make_space(model, settings), "wanda-sp", windows, cache_dir=None,
+                               batch_size=4, reconstruction=Reconstruction(settings.reconstruct))
     return context
 
 

@@ -36,7 +36,7 @@ from assembly.config import RunConfig  # noqa: E402
 from benchmarks.common import RESULTS, ResultStore, machine  # noqa: E402
 from commands.prune import choose_genome  # noqa: E402
 from experiments.ablation import AblationSetup, parse_arm, run_cell, uniform_reference  # noqa: E402
-from pruning.context import PruningContext  # noqa: E402
+from pruning.context import PruningContext, Reconstruction  # noqa: E402
 from pruning.genome import PruningPlan  # noqa: E402
 from pruning.importance import compute_importance  # noqa: E402
 from pruning.perplexity import perplexity  # noqa: E402
@@ -61,8 +61,9 @@ class Bench:
         else:
             self._embedded()
         space = self.wanda.space
-        self.flap = PruningContext(self.model, replace(space, bias_compensation=True), self.wanda.stats,
-                                   compute_importance(self.model, self.wanda.stats, "flap"))
+        self.flap = PruningContext(self.model, replace(space, adds_bias=True), self.wanda.stats,
+                                   compute_importance(self.model, self.wanda.stats, "flap"),
+                                   reconstruction=Reconstruction("bias"))
 
     def _embedded(self):
         from agents.chat import make_backend

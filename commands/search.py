@@ -138,13 +138,14 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
 
         def finalizer(best):
             view.live.stop()  # progress bars of the final evaluation replace the live view
+            deps.evaluator.ensure_reference()  # KL's dense log-probs, before the dense model is consumed
             with stage("finalize"):
                 return finalize_search(best.to_dict(), context, budget, loaded.tokenizer, prepared.test_windows,
                                        run_dir / "model", record, batch_size=config.batch_size,
                                        progress_factory=progress_bar, zero_shot_options=zero_shot_options(config),
                                        timing=config.timing == "on", status=status_line,
                                        offload_folder=pruned_offload_folder(loaded), save=config.save == "on",
-                                       exports=parse_export_spec(config.export))
+                                       exports=parse_export_spec(config.export), fitness_of=deps.evaluator.score)
 
         deps = build_search(config, context, budget, prepared.fitness_windows, store, roles, finalizer=finalizer)
         evaluator = deps.evaluator

@@ -109,6 +109,17 @@ class FitnessEvaluator:
         free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_ram()
         return free > 1.2 * needed
 
+    def ensure_reference(self) -> None:
+        """KL needs the dense model's log-probs: make them while the dense model still exists."""
+        if self.kind == "kl":
+            self._ensure_dense_logprobs()
+
+    def score(self, model) -> float:
+        """This fitness of any model on these windows (e.g. the finalized one), uncached."""
+        if self.kind == "kl" and self._dense_logprobs is None:
+            raise RuntimeError("KL fitness of a finished model needs ensure_reference() while the model is dense")
+        return self._score(model)
+
     # -- scoring ---------------------------------------------------------------------------
     @torch.inference_mode()
     def _hidden_batches(self, model):

@@ -2,6 +2,12 @@
 
 Built once per run (the calibration pass is the expensive part, and it is cached on disk); the
 fitness evaluator and the final surgery both go through it.
+
+Reconstruction (`Reconstruction.mode`): `off` prunes only; `bias` adds FLAP's compensation bias;
+`ls` re-fits o_proj / down_proj by least squares. With `ls`, what a plan turns into depends on the
+path: the search's candidates take their layers from the refit table (one reference pass, refits
+per level: `prepare_table`), while `exact=True` paths (finalize, `prune`, the baselines) re-fit the
+plan itself, layer by layer on its own pruned inputs (pruning/refit_pass.py).
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from pruning.adapter import DecoderAdapter
 from pruning.data import TokenWindows
 from pruning.genome import PruningPlan
 from pruning.importance import (
+    OBS_PENDING,
     ActivationStats,
     ImportanceScores,
     compute_importance,
@@ -21,9 +28,30 @@ from pruning.importance import (
     stats_cache_key,
 )
 from pruning.masking import masked
+from pruning.reconstruction import DEFAULT_DAMPING, RECONSTRUCTIONS, LayerRefit
 from pruning.selection import LayerSelection, compensation_biases, select
 from pruning.space import PruningSpace
 from pruning.surgery import prune_in_place, prune_model
+
+EXACT_CACHE_BYTES = 512 * 2**20  # exact refits kept in memory per plan below this size (not at 70B)
+
+
+@dataclass
+class Reconstruction:
+    """How removed units are compensated, and what the least-squares refit calibrates on."""
+
+    mode: str = "off"  # ls | bias | off
+    damping: float = DEFAULT_DAMPING
+    calibration: TokenWindows | None = None  # the windows the refit calibrates on (validation split)
+    batch_size: int = 4
+    cache_dir: Path | None = None  # refit tables on disk (None: in memory)
+    stats_key: str = ""  # identifies model + calibration: part of the table's cache key
+
+    def __post_init__(self):
+        if self.mode not in RECONSTRUCTIONS:
+            raise ValueError(f"--reconstruct must be one of {', '.join(RECONSTRUCTIONS)}, not {self.mode!r}")
+        if not 0 < self.damping < 10:
+            raise ValueError(f"--reconstruct-damping must be in (0, 10), not {self.damping}")
 
 
 @dataclass
@@ -32,7 +60,15 @@ class PruningContext:
     space: PruningSpace
     stats: ActivationStats
     scores: ImportanceScores
-    seconds: dict = field(default_factory=dict)  # {"statistics": .., "importance": ..}: where preparing went
+    seconds: dict = field(default_factory=dict)  # {"statistics": .., "importance": .., "reference pass": ..}
+    reconstruction: Reconstruction = field(default_factory=Reconstruction)
+    table: object = None  # pruning.refit_table.RefitTable, once prepared
+    _exact: dict = field(default_factory=dict)  # plan key -> exact refits (small models only)
+
+    def __post_init__(self):
+        if self.space.adds_bias != (self.reconstruction.mode != "off"):
+            raise ValueError(f"the pruning space {'prices' if self.space.adds_bias else 'does not price'} a compensation "
+                             f"bias but the reconstruction is {self.reconstruction.mode!r}: build both from one setting")
 
     @property
     def adapter(self) -> DecoderAdapter:
@@ -42,35 +78,110 @@ class PruningContext:
         return select(plan, self.scores, self.space)
 
     def biases(self, selections: list[LayerSelection]):
-        if not self.space.bias_compensation:
+        if self.reconstruction.mode != "bias":
             return None
         return compensation_biases(self.model, selections, self.scores, self.adapter.head_dim)
 
+    # -- least-squares refits ----------------------------------------------------------------------
+    def uniform_plan(self, budget) -> PruningPlan:
+        """Uniform layer rates at the budget: the refit table's reference and the one-shot baseline."""
+        from pruning import allocation
+        from pruning.repair import repair
+
+        return repair(allocation.uniform(self.space, budget, "layer"), self.space, budget).plan
+
+    def prepare_for(self, budget, progress=None) -> None:
+        """What the search's fitness path needs for this budget: the refit table along the uniform
+        plan (`ls`) and `--metric obs`'s scores. Nothing for other settings; nothing twice."""
+        reference = self.uniform_plan(budget)
+        if self.table is not None and self.table.is_exact_for(reference):
+            return
+        self.prepare_table(reference, progress)
+
+    def prepare_table(self, reference: PruningPlan, progress=None) -> None:
+        """The refit table for the search's fitness path (and, for `--metric obs`, the scores),
+        along `reference` (uniform at the budget). Read from the disk cache when it is there."""
+        if self.reconstruction.mode != "ls" and self.scores.metric != OBS_PENDING:
+            return
+        from pruning.refit_table import RefitTable
+
+        started = time.perf_counter()
+        table, scores = RefitTable.build(self, reference, progress=progress)
+        self.scores = scores
+        self.table = table if self.reconstruction.mode == "ls" else None
+        self.seconds["reference pass"] = time.perf_counter() - started
+
+    def refits(self, plan: PruningPlan, selections: list[LayerSelection], exact: bool = False) -> list[LayerRefit] | None:
+        if self.reconstruction.mode != "ls":
+            return None
+        if not exact and self.table is not None:
+            return self.table.refits(plan, selections)
+        return self.exact_refits(plan, selections)
+
+    def exact_refits(self, plan: PruningPlan, selections: list[LayerSelection], progress=None) -> list[LayerRefit]:
+        """The plan re-fitted layer by layer on its own pruned inputs (cached for small models)."""
+        key = plan.key()
+        if key in self._exact:
+            return self._exact[key]
+        if self.table is not None and self.table.is_exact_for(plan):
+            return self.table.refits(plan, selections)
+        from pruning.refit_pass import SequentialRefit
+
+        r = self._require_calibration()
+        refits = SequentialRefit(self.model, selections, r.calibration, r.damping, r.batch_size).all(progress)
+        if sum(layer.nbytes for layer in refits) <= EXACT_CACHE_BYTES:
+            self._exact = {key: refits}  # the last plan only: finalize asks twice (measure, then prune)
+        return refits
+
+    def _require_calibration(self) -> Reconstruction:
+        if self.reconstruction.calibration is None:
+            raise ValueError("--reconstruct ls needs the calibration windows in the pruning context")
+        return self.reconstruction
+
+    # -- plans as models ---------------------------------------------------------------------------
     @contextmanager
-    def masked(self, plan: PruningPlan):
-        """The dense model behaving as if pruned by `plan` (no copies)."""
+    def masked(self, plan: PruningPlan, exact: bool = False):
+        """The dense model behaving as if pruned by `plan` (no copies; refits swapped in by pointer)."""
         selections = self.selections(plan)
-        with masked(self.model, selections, self.biases(selections)):
+        with masked(self.model, selections, self.biases(selections), self.refits(plan, selections, exact)):
             yield self.model
 
-    def prune(self, plan: PruningPlan):
+    def prune(self, plan: PruningPlan, exact: bool = False):
         """A new, physically smaller model (shares untouched tensors with the dense one)."""
         selections = self.selections(plan)
-        return prune_model(self.model, selections, self.space.pruned_shape(plan), self.biases(selections))
+        return prune_model(self.model, selections, self.space.pruned_shape(plan), self.biases(selections),
+                           self.refits(plan, selections, exact))
 
     def prune_in_place(self, plan: PruningPlan, offload_folder: str | None = None, progress=None):
         """The pruned model, made from the dense one layer by layer: the dense model is consumed, and
         this context's model becomes the pruned one (other contexts sharing the dense model must not
-        be used afterwards)."""
+        be used afterwards). With `ls`, each layer is re-fitted exactly just before it is sliced, so
+        the refits of one layer at a time are held, never a second copy of the blocks."""
         selections = self.selections(plan)
+        refit_for = None
+        if self.reconstruction.mode == "ls":
+            key = plan.key()
+            if key in self._exact or (self.table is not None and self.table.is_exact_for(plan)):
+                known = self.exact_refits(plan, selections)
+                refit_for = known.__getitem__
+            else:
+                from pruning.refit_pass import SequentialRefit
+
+                r = self._require_calibration()
+                refit_for = SequentialRefit(self.model, selections, r.calibration, r.damping, r.batch_size).layer
         self.model = prune_in_place(self.model, selections, self.space.pruned_shape(plan), self.biases(selections),
-                                    offload_folder=offload_folder, progress=progress)
+                                    offload_folder=offload_folder, progress=progress, refit_for=refit_for)
+        self._exact = {}
+        self.table = None  # its refits describe the dense model's weights, which are gone
         return self.model
 
 
 def build_context(model, space: PruningSpace, metric: str, calibration: TokenWindows, cache_dir: Path | None,
-                  calibration_seed: int = 0, batch_size: int = 4, progress=None) -> tuple[PruningContext, bool]:
-    """Returns (context, stats_came_from_cache)."""
+                  calibration_seed: int = 0, batch_size: int = 4, progress=None,
+                  reconstruction: Reconstruction | None = None) -> tuple[PruningContext, bool]:
+    """Returns (context, stats_came_from_cache). `--metric obs` scores come with the reference pass
+    (`prepare_table`), which needs the budget. The reconstruction calibrates on `calibration` unless
+    it names its own windows."""
     key = stats_cache_key(model, f"{calibration.source}:{calibration.split}", len(calibration),
                           calibration.seqlen, calibration_seed)
     started = time.perf_counter()
@@ -78,4 +189,8 @@ def build_context(model, space: PruningSpace, metric: str, calibration: TokenWin
     scored = time.perf_counter()
     scores = compute_importance(model, stats, metric)
     seconds = {"statistics": scored - started, "importance": time.perf_counter() - scored}
-    return PruningContext(model, space, stats, scores, seconds), cached
+    # not given: what the space prices (a bias means the default, least-squares reconstruction)
+    reconstruction = reconstruction or Reconstruction("ls" if space.adds_bias else "off")
+    reconstruction.calibration = reconstruction.calibration or calibration
+    reconstruction.stats_key = key
+    return PruningContext(model, space, stats, scores, seconds, reconstruction), cached

@@ -10,6 +10,8 @@ once per (model, data, samples, seqlen) and shared by all metrics:
               (FLAP's `prune_wanda_sp`); a head's score sums its head_dim columns.
 * flap      : fluctuation Var[x_j] * ||W[:, j]||^2 (FLAP's WIFV); bias compensation uses E[x].
 * magnitude : ||W[:, j]||_1, no activations (a weak control).
+* obs       : Hessian-aware (pruning/obs.py): the greedy order of what a least-squares refit makes up
+              for best, from the Gram matrices of the reference pass (pruning/refit_table.py).
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from pruning.adapter import DecoderAdapter
 from pruning.data import TokenWindows
 from pruning.placement import input_device, materialized
 
-METRICS = ("wanda-sp", "flap", "magnitude")
+METRICS = ("wanda-sp", "flap", "magnitude", "obs")  # obs: pruning/obs.py, from the reference pass
+OBS_PENDING = "obs (pending the reference pass)"  # the metric's name until its scores exist
 SITES = ("attn_in", "attn_heads", "mlp_in", "mlp_hidden")  # inputs of q, o, gate, down
 STAT_ROWS = 256  # token rows converted to float64 at once by the statistics hooks
 
@@ -153,7 +156,7 @@ ROW_CHUNK = 4096  # output rows scored at once: bounds the fp32 temporary (8192 
 @torch.no_grad()
 def _column_scores(weight: torch.Tensor, stats: SiteStats, metric: str) -> torch.Tensor:
     """Per input column, on the weight's own device (GPU when there is one), in fp32."""
-    if metric not in METRICS:
+    if metric not in METRICS or metric == "obs":
         raise ValueError(f"unknown importance metric {metric!r}; use one of {', '.join(METRICS)}")
     device = weight.device
     total = torch.zeros(weight.shape[1], dtype=torch.float32, device=device)
@@ -168,8 +171,12 @@ def _column_scores(weight: torch.Tensor, stats: SiteStats, metric: str) -> torch
 
 
 def compute_importance(model, stats: ActivationStats, metric: str) -> ImportanceScores:
+    """Scores from the statistics alone. `obs` starts as Wanda-sp's scores, named pending: selecting
+    with them is refused until the reference pass replaces them (PruningContext.prepare_table)."""
     if metric not in METRICS:
         raise ValueError(f"unknown importance metric {metric!r}; use one of {', '.join(METRICS)}")
+    if metric == "obs":
+        return ImportanceScores(OBS_PENDING, compute_importance(model, stats, "wanda-sp").layers)
     adapter = DecoderAdapter(model)
     d = adapter.head_dim
     layers = []

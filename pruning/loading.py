@@ -85,8 +85,20 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Native bf16 matrix instructions (AVX512-BF16 or AMX). Without them torch's bf16 matmul on the
+    CPU is emulated: measured on an AVX2-only EPYC, 0.3 GFLOP/s in bf16 vs 171 in fp32 (a 4 x 512
+    forward of the embedded model took 25 s instead of about 1 s)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
-    """'auto' means bfloat16 wherever it is fast (CUDA with bf16, or CPU: see STACK.md), else fp32."""
+    """'auto' means bfloat16 wherever it is fast (CUDA with bf16; a CPU with native bf16
+    instructions: see STACK.md), else fp16 on older GPUs and fp32 on other CPUs."""
     if isinstance(dtype, torch.dtype):
         return dtype
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -96,8 +108,10 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     if dtype != "auto":
         raise ModelLoadError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(table)}")
     if device.startswith("cuda"):
+        if not torch.cuda.is_available():  # a plan for GPUs elsewhere: what a recent GPU gets
+            return torch.bfloat16
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
 def resolve_device(device: str) -> str:

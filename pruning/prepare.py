@@ -7,10 +7,11 @@ from pathlib import Path
 
 from pruning.adapter import DecoderAdapter
 from pruning.budget import Budget, budget_from_args
-from pruning.context import PruningContext, build_context
+from pruning.context import PruningContext, Reconstruction, build_context
 from pruning.data import load_windows
 from pruning.importance import METRICS
 from pruning.loading import cache_dir
+from pruning.reconstruction import DEFAULT_DAMPING, RECONSTRUCTIONS
 from pruning.space import PruningSpace
 
 
@@ -22,7 +23,8 @@ class PruneSettings:
     mlp_unit: int = 0  # 0 = automatic
     min_rate: float = 0.0
     max_rate: float = 0.9
-    bias_compensation: str = "auto"  # auto = on for the flap metric (FLAP's method), else off
+    reconstruct: str = "ls"  # ls: least-squares refit of o_proj/down_proj; bias: FLAP's compensation; off
+    reconstruct_damping: float = DEFAULT_DAMPING
     calib_data: str = "wikitext2"  # validation split; or "c4", or a text file
     calib_samples: int = 64
     calib_seqlen: int = 512
@@ -33,14 +35,17 @@ class PruneSettings:
     def __post_init__(self):
         if self.metric not in METRICS:
             raise ValueError(f"unknown --metric {self.metric!r}; use one of {', '.join(METRICS)}")
-        if self.bias_compensation not in ("auto", "on", "off"):
-            raise ValueError("--bias-compensation must be auto, on or off")
+        if self.reconstruct not in RECONSTRUCTIONS:
+            raise ValueError(f"--reconstruct must be one of {', '.join(RECONSTRUCTIONS)}, not {self.reconstruct!r}")
+        if not 0 < self.reconstruct_damping < 10:
+            raise ValueError(f"--reconstruct-damping must be in (0, 10), not {self.reconstruct_damping}")
         if self.calib_samples < 1 or self.calib_seqlen < 2:
             raise ValueError("--calib-samples must be >= 1 and --calib-seqlen >= 2")
 
     @property
-    def compensate(self) -> bool:
-        return self.bias_compensation == "on" or (self.bias_compensation == "auto" and self.metric == "flap")
+    def adds_bias(self) -> bool:
+        """FLAP's compensation and the least-squares refit both leave a bias where units went."""
+        return self.reconstruct in ("ls", "bias")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +54,7 @@ class PruneSettings:
 def make_space(model, settings: PruneSettings) -> PruningSpace:
     return PruningSpace(
         DecoderAdapter(model).shape(), gqa=settings.gqa, mlp_unit=settings.mlp_unit,
-        min_rate=settings.min_rate, max_rate=settings.max_rate, bias_compensation=settings.compensate,
+        min_rate=settings.min_rate, max_rate=settings.max_rate, adds_bias=settings.adds_bias,
     )
 
 
@@ -69,5 +74,8 @@ def prepare(model, tokenizer, settings: PruneSettings, progress=None, calibratio
     space = make_space(model, settings)
     if calibration is None:
         calibration = calibration_windows(tokenizer, settings)
+    reconstruction = Reconstruction(settings.reconstruct, settings.reconstruct_damping, calibration,
+                                    settings.batch_size, Path(cache_dir()) / "refit")
     return build_context(model, space, settings.metric, calibration, Path(cache_dir()) / "stats",
-                         calibration_seed=settings.seed, batch_size=settings.batch_size, progress=progress)
+                         calibration_seed=settings.seed, batch_size=settings.batch_size, progress=progress,
+                         reconstruction=reconstruction)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pruning.genome import PruningPlan
-from pruning.importance import ImportanceScores
+from pruning.genome import LayerPlan, PruningPlan
+from pruning.importance import OBS_PENDING, ImportanceScores, LayerImportance
 from pruning.space import PruningSpace
 
 
@@ -32,30 +32,31 @@ class LayerSelection:
 
 
 def select(plan: PruningPlan, scores: ImportanceScores, space: PruningSpace) -> list[LayerSelection]:
-    selections = []
-    for i, layer_plan in enumerate(plan.layers):
-        layer = space.shape.layers[i]
-        head_scores = scores.layers[i].head_scores.float()
-        g, n_kv = layer.queries_per_group, layer.num_key_value_heads
-        a = layer_plan.attn_units_removed
-        if space.query_mode(layer):
-            # Drop the a lowest-scoring query heads inside every KV group.
-            per_group = head_scores.view(n_kv, g)
-            order = per_group.argsort(dim=1, stable=True)[:, a:]
-            kept = (order + torch.arange(n_kv).unsqueeze(1) * g).flatten().sort().values
-            kept_kv = torch.arange(n_kv)
-        else:
-            # Drop the a KV groups whose query heads score lowest in total.
-            group_scores = head_scores.view(n_kv, g).sum(dim=1)
-            kept_kv = group_scores.argsort(stable=True)[a:].sort().values
-            kept = (kept_kv.unsqueeze(1) * g + torch.arange(g)).flatten()
-        n_remove = layer_plan.mlp_units_removed * space.mlp_unit
-        channel_scores = scores.layers[i].channel_scores.float()
-        kept_channels = channel_scores.argsort(stable=True)[n_remove:].sort().values
-        selections.append(
-            LayerSelection(kept, kept_kv, kept_channels, layer.num_attention_heads, layer.intermediate_size)
-        )
-    return selections
+    if scores.metric == OBS_PENDING:
+        raise ValueError("--metric obs scores come from the reference pass: prepare the refit table first")
+    return [select_layer(i, layer_plan, scores.layers[i], space) for i, layer_plan in enumerate(plan.layers)]
+
+
+def select_layer(i: int, layer_plan: LayerPlan, scores: LayerImportance, space: PruningSpace) -> LayerSelection:
+    layer = space.shape.layers[i]
+    head_scores = scores.head_scores.float()
+    g, n_kv = layer.queries_per_group, layer.num_key_value_heads
+    a = layer_plan.attn_units_removed
+    if space.query_mode(layer):
+        # Drop the a lowest-scoring query heads inside every KV group.
+        per_group = head_scores.view(n_kv, g)
+        order = per_group.argsort(dim=1, stable=True)[:, a:]
+        kept = (order + torch.arange(n_kv).unsqueeze(1) * g).flatten().sort().values
+        kept_kv = torch.arange(n_kv)
+    else:
+        # Drop the a KV groups whose query heads score lowest in total.
+        group_scores = head_scores.view(n_kv, g).sum(dim=1)
+        kept_kv = group_scores.argsort(stable=True)[a:].sort().values
+        kept = (kept_kv.unsqueeze(1) * g + torch.arange(g)).flatten()
+    n_remove = layer_plan.mlp_units_removed * space.mlp_unit
+    channel_scores = scores.channel_scores.float()
+    kept_channels = channel_scores.argsort(stable=True)[n_remove:].sort().values
+    return LayerSelection(kept, kept_kv, kept_channels, layer.num_attention_heads, layer.intermediate_size)
 
 
 def compensation_biases(model, selections: list[LayerSelection], scores: ImportanceScores, head_dim: int):

@@ -38,7 +38,7 @@ class PruningSpace:
     mlp_unit: int = 0  # 0 = default_mlp_unit
     min_rate: float = 0.0
     max_rate: float = 0.9
-    bias_compensation: bool = False  # FLAP: removed modules gain an o_proj/down_proj bias
+    adds_bias: bool = False  # removed units leave an o_proj / down_proj bias (FLAP's compensation, the refit's)
 
     def __post_init__(self):
         if self.gqa not in GQA_MODES:
@@ -78,8 +78,8 @@ class PruningSpace:
             num_attention_heads=heads,
             num_key_value_heads=kv,
             intermediate_size=layer.intermediate_size - m * self.mlp_unit,
-            o_proj_bias=layer.o_proj_bias or (self.bias_compensation and a > 0),
-            down_proj_bias=layer.down_proj_bias or (self.bias_compensation and m > 0),
+            o_proj_bias=layer.o_proj_bias or (self.adds_bias and a > 0),
+            down_proj_bias=layer.down_proj_bias or (self.adds_bias and m > 0),
         )
 
     def pruned_shape(self, plan: PruningPlan) -> ModelShape:

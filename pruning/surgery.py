@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import gc
+from typing import Callable
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from torch import nn
 from pruning.adapter import DecoderAdapter
 from pruning.placement import Placement, UnitWriter, is_dispatched, materialized, model_placement, unit_names, unit_sizes
 from pruning.families import Family
+from pruning.reconstruction import LayerRefit
 from pruning.selection import LayerSelection, column_indices
 from pruning.shape import ModelShape
 
@@ -71,9 +73,11 @@ def _plus(bias: torch.Tensor | None, extra: torch.Tensor | None, like: torch.Ten
     return extra if bias is None else bias.detach() + extra
 
 
-def _layer_slices(adapter: DecoderAdapter, i: int, sel: LayerSelection, extra=(None, None)) -> dict[str, torch.Tensor]:
+def _layer_slices(adapter: DecoderAdapter, i: int, sel: LayerSelection, extra=(None, None),
+                  refit: LayerRefit | None = None) -> dict[str, torch.Tensor]:
     """The pruned layer's tensors (names relative to the layer, as the family names them), sliced
-    on the weights' device. Offloaded weights must be materialized by the caller."""
+    on the weights' device; a re-fitted o_proj / down_proj takes its refit's weight and bias instead
+    of the dense slice. Offloaded weights must be materialized by the caller."""
     f = adapter.family
     d = adapter.head_dim
     q_rows = column_indices(sel.kept_heads, d)
@@ -117,6 +121,14 @@ def _layer_slices(adapter: DecoderAdapter, i: int, sel: LayerSelection, extra=(N
             bias = _plus(bias, down_extra, w)
         if bias is not None:
             state[name + ".bias"] = bias
+    for name, projection, cols in ((f.o, refit and refit.o_proj, q_rows), (f.down, refit and refit.down_proj, channels)):
+        if projection is None:
+            continue
+        if not torch.equal(projection.kept.cpu(), cols.cpu()):
+            raise RuntimeError(f"layer {i}: the refit of {name} keeps other columns than the selection")
+        like = state[name + ".weight"]
+        state[name + ".weight"] = projection.weight.to(device=like.device, dtype=like.dtype)
+        state[name + ".bias"] = projection.bias.to(device=like.device, dtype=like.dtype)
     for norm in adapter.norm_names():  # norms over hidden, and per-head norms shared by the heads: whole
         state[norm + ".weight"] = adapter.module(i, norm).weight.detach()
     return state
@@ -134,7 +146,8 @@ def _skeleton(model, shape: ModelShape):
 
 
 @torch.no_grad()
-def prune_model(model, selections: list[LayerSelection], shape: ModelShape, biases=None):
+def prune_model(model, selections: list[LayerSelection], shape: ModelShape, biases=None,
+                refits: list[LayerRefit] | None = None):
     """A new, physically smaller model beside the dense one (untouched tensors shared). For a
     model on one device (sliced fitness evaluations); finalize uses `prune_in_place`."""
     adapter = DecoderAdapter(model)
@@ -147,7 +160,8 @@ def prune_model(model, selections: list[LayerSelection], shape: ModelShape, bias
     if not shape.tie_word_embeddings:
         state["lm_head.weight"] = adapter.lm_head().weight
     for i, sel in enumerate(selections):
-        for name, tensor in _layer_slices(adapter, i, sel, biases[i] if biases else (None, None)).items():
+        refit = refits[i] if refits else None
+        for name, tensor in _layer_slices(adapter, i, sel, biases[i] if biases else (None, None), refit).items():
             state[f"model.layers.{i}.{name}"] = tensor
     pruned = _skeleton(model, shape)
     missing, unexpected = pruned.load_state_dict(state, strict=False, assign=True)
@@ -164,14 +178,16 @@ def prune_model(model, selections: list[LayerSelection], shape: ModelShape, bias
 
 @torch.no_grad()
 def prune_in_place(model, selections: list[LayerSelection], shape: ModelShape, biases=None,
-                   offload_folder: str | None = None, progress=None):
+                   offload_folder: str | None = None, progress=None,
+                   refit_for: Callable[[int], LayerRefit] | None = None):
     """Turn the dense model into the pruned one layer by layer; the dense model is consumed.
 
     Each layer's kept rows and columns are sliced where its weights compute (offloaded ones are
     brought in for the slicing), the slices go where the dense layer lived (its GPU, CPU RAM, or
     the disk folder `offload_folder`), and the dense layer's tensors are freed before the next
     layer: peak memory is the dense model plus about one layer. The pruned model keeps the dense
-    model's placement.
+    model's placement. `refit_for(i)`, called in layer order just before layer i is sliced, gives
+    its re-fitted projections (the sequential refit measures the still-dense layer i).
     """
     from accelerate.hooks import remove_hook_from_module
 
@@ -187,10 +203,13 @@ def prune_in_place(model, selections: list[LayerSelection], shape: ModelShape, b
         module = model.get_submodule(unit)
         if unit == "lm_head" and shape.tie_word_embeddings:
             continue
+        refit = None
+        if unit.startswith("model.layers.") and refit_for is not None:
+            refit = refit_for(int(unit.rsplit(".", 1)[1]))
         with materialized(*module.modules()):
             if unit.startswith("model.layers."):
                 i = int(unit.rsplit(".", 1)[1])
-                tensors = _layer_slices(adapter, i, selections[i], biases[i] if biases else (None, None))
+                tensors = _layer_slices(adapter, i, selections[i], biases[i] if biases else (None, None), refit)
             else:
                 tensors = {n: p.detach() for n, p in module.named_parameters()}
             buffers = dict(module.named_buffers())

@@ -54,9 +54,9 @@ def test_search_split_over_cpu_and_disk_gives_the_unsplit_checkpoint(tiny_dir, t
             logits.append(model(ids).logits)
     assert torch.equal(logits[0], logits[1])
     summary = json.loads((tmp_path / "split" / "summary.json").read_text())
-    assert set(summary["prepare_seconds"]) == {"statistics", "importance"}
+    assert set(summary["prepare_seconds"]) == {"statistics", "importance", "reference pass"}
     if shared_data_dir:  # lm-eval on the offloaded dense, masked and pruned models
-        assert set(summary["final"]["zero_shot"]) == {"dense", "uniform wanda-sp", "searched"}
+        assert set(summary["final"]["zero_shot"]) == {"dense", "uniform wanda-sp", "uniform wanda-sp + refit", "searched"}
         assert all(0 <= r["average"] <= 1 for r in summary["final"]["zero_shot"].values())
 
 

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 from pruning.adapter import DecoderAdapter
 from pruning.budget import budget_from_args
 from pruning.checkpoint import read_record, save_pruned
-from pruning.context import PruningContext
+from pruning.context import PruningContext, Reconstruction
 from pruning.data import TokenWindows
 from pruning.genome import Genome, PruningPlan
 from pruning.importance import collect_activation_stats, compute_importance
@@ -25,10 +25,14 @@ CASES = [  # (gqa, granularity, metric, bias compensation, tied embeddings, q/k/
 ]
 
 
-def make_context(model, gqa, metric, compensate) -> PruningContext:
-    space = PruningSpace(DecoderAdapter(model).shape(), gqa=gqa, mlp_unit=16, bias_compensation=compensate)
-    stats = collect_activation_stats(model, TokenWindows(tiny_inputs(4, 32, seed=7), "random", "calib"))
-    return PruningContext(model, space, stats, compute_importance(model, stats, metric))
+def make_context(model, gqa, metric, compensate, calibration_windows: int = 4) -> PruningContext:
+    """compensate: True (FLAP's bias), False (nothing), or a --reconstruct mode (ls, bias, off)."""
+    mode = compensate if isinstance(compensate, str) else ("bias" if compensate else "off")
+    space = PruningSpace(DecoderAdapter(model).shape(), gqa=gqa, mlp_unit=16, adds_bias=mode != "off")
+    calibration = TokenWindows(tiny_inputs(calibration_windows, 32, seed=7), "random", "calib")
+    stats = collect_activation_stats(model, calibration)
+    return PruningContext(model, space, stats, compute_importance(model, stats, metric),
+                          reconstruction=Reconstruction(mode, calibration=calibration))
 
 
 def rates_for(granularity: str) -> Genome:

@@ -17,7 +17,7 @@ LAYERS = 6
 def space_for(gqa: str, compensate: bool = False, min_rate=0.0, max_rate=0.9) -> PruningSpace:
     layer = LayerShape(num_attention_heads=8, num_key_value_heads=2, intermediate_size=512)
     shape = ModelShape(hidden_size=128, head_dim=16, vocab_size=1000, tie_word_embeddings=False, layers=(layer,) * LAYERS)
-    return PruningSpace(shape, gqa=gqa, mlp_unit=16, min_rate=min_rate, max_rate=max_rate, bias_compensation=compensate)
+    return PruningSpace(shape, gqa=gqa, mlp_unit=16, min_rate=min_rate, max_rate=max_rate, adds_bias=compensate)
 
 
 wild = st.one_of(

@@ -1,0 +1,173 @@
+"""Closed-form reconstruction: after heads or channels go, re-fit what reads them.
+
+Removing attention heads deletes input columns of o_proj; removing MLP channels deletes input
+columns of down_proj. The producers (q/k/v, gate/up) are only sliced: the kept heads and channels
+compute exactly what they did. The consumer is re-fitted by ridge least squares so that, on
+calibration inputs x, its output from the kept columns z = [x_kept; 1] reproduces the dense
+projection's output y = W x + b:
+
+    W', b' = argmin  sum ||y - W' x_kept - b'||^2 + lam ||W'||^2      (lam on the weights only)
+           = C (A + lam D)^-1      with  A = sum z z^T,  C = sum y z^T
+
+FLAP's bias compensation is the special case that keeps W and fits only b' (the mean of the
+removed inputs); Wanda-sp keeps W and b. The damping is relative, lam = damping x mean diag of
+A's feature part (1e-2 as in Týr-the-Pruner and SparseGPT).
+
+The statistics come in two forms, both accumulated in fp32 and solved in fp64 on the weights'
+own device:
+- `InputGram`: the whole G = sum [x;1][x;1]^T, from which the refit of *any* kept set follows
+  (A = G[k,k], C = [W b] G[:,k]); what a table of refits for many levels needs;
+- `KeptStatistics`: A and C for one known kept set only, which is all an exact refit of one plan
+  needs and far smaller at scale (at 70B, down_proj's G is 28672^2 fp32 = 3.3 GB; A and C for a
+  half-kept layer 1.3 GB).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+RECONSTRUCTIONS = ("ls", "bias", "off")  # least-squares refit, FLAP's bias, nothing
+DEFAULT_DAMPING = 1e-2
+GRAM_ROWS = 2048  # token rows converted to fp32 at once (bounds the temporary: 2048 x 28672 x 4 B = 235 MB)
+
+
+@dataclass
+class ProjectionRefit:
+    """A re-fitted consumer projection: the input columns it keeps, and its new weight and bias."""
+
+    kept: torch.Tensor  # (k,) long, sorted input-column indices of the dense projection
+    weight: torch.Tensor  # (out, k)
+    bias: torch.Tensor  # (out,)
+
+    def to(self, device=None, dtype=None) -> "ProjectionRefit":
+        return ProjectionRefit(self.kept.to(device), self.weight.to(device=device, dtype=dtype),
+                               self.bias.to(device=device, dtype=dtype))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.kept, self.weight, self.bias))
+
+
+@dataclass
+class LayerRefit:
+    """One decoder layer's re-fitted o_proj and down_proj (None: that projection keeps every input)."""
+
+    o_proj: ProjectionRefit | None = None
+    down_proj: ProjectionRefit | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in (self.o_proj, self.down_proj) if p is not None)
+
+
+def _rows(x: torch.Tensor):
+    """An input batch as fp32 chunks of token rows."""
+    flat = x.detach().reshape(-1, x.shape[-1])
+    for start in range(0, flat.shape[0], GRAM_ROWS):
+        yield flat[start : start + GRAM_ROWS].float()
+
+
+class InputGram:
+    """G = sum over token rows of [x;1][x;1]^T, in fp32 on the device the inputs arrive on."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self.matrix: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor) -> None:
+        n = self.width
+        if self.matrix is None:
+            self.matrix = torch.zeros(n + 1, n + 1, dtype=torch.float32, device=x.device)
+        g = self.matrix
+        for rows in _rows(x):
+            g[:n, :n].addmm_(rows.T, rows)
+            g[:n, n] += rows.sum(dim=0)
+            g[n, n] += rows.shape[0]
+
+    def finish(self) -> torch.Tensor:
+        """The symmetric (n+1)^2 matrix (the last row and column are the constant input)."""
+        g, n = self.matrix, self.width
+        g[n, :n] = g[:n, n]
+        return g
+
+    def statistics(self, weight: torch.Tensor, bias: torch.Tensor | None, kept: torch.Tensor) -> tuple:
+        """(A, C) for a kept set, from the whole Gram."""
+        return kept_statistics_from_gram(self.finish(), weight, bias, kept)
+
+
+def kept_statistics_from_gram(gram: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                              kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    n = weight.shape[1]
+    device = weight.device
+    kz = torch.cat([kept.to(device), torch.tensor([n], device=device)])
+    g = gram.to(device=device, dtype=torch.float64)
+    a = g.index_select(0, kz).index_select(1, kz)
+    c = _augmented(weight, bias) @ g.index_select(1, kz)
+    return a, c
+
+
+def _augmented(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """[W b] in fp64 (the dense projection, acting on [x;1])."""
+    w = weight.detach().to(torch.float64)
+    b = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device) if bias is None else bias.detach().to(w.device, torch.float64)
+    return torch.cat([w, b.unsqueeze(1)], dim=1)
+
+
+class KeptStatistics:
+    """A = sum z z^T and C = sum y z^T for one kept set, z = [x_kept; 1], y the dense projection's
+    own output on x (as the model computed it), accumulated in fp32."""
+
+    def __init__(self, kept: torch.Tensor):
+        self.kept = kept
+        self.a: torch.Tensor | None = None
+        self.c: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        k = self.kept.numel()
+        if self.a is None:
+            self.a = torch.zeros(k + 1, k + 1, dtype=torch.float32, device=x.device)
+            self.c = torch.zeros(y.shape[-1], k + 1, dtype=torch.float32, device=x.device)
+            self._kept = self.kept.to(x.device)
+        for rows, out in zip(_rows(x), _rows(y.to(x.device))):
+            z = rows.index_select(1, self._kept)
+            self.a[:k, :k].addmm_(z.T, z)
+            self.a[:k, k] += z.sum(dim=0)
+            self.a[k, k] += rows.shape[0]
+            self.c[:, :k].addmm_(out.T, z)
+            self.c[:, k] += out.sum(dim=0)
+
+    def finish(self) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.kept.numel()
+        self.a[k, :k] = self.a[:k, k]
+        return self.a, self.c
+
+
+def solve_refit(a: torch.Tensor, c: torch.Tensor, kept: torch.Tensor, damping: float,
+                device: torch.device | None = None, dtype: torch.dtype | None = None) -> ProjectionRefit:
+    """W', b' = C (A + lam D)^-1 in fp64 (Cholesky; the damping grows tenfold until it factors)."""
+    device = device or c.device
+    a = a.to(device=device, dtype=torch.float64)
+    c = c.to(device=device, dtype=torch.float64)
+    k = a.shape[0] - 1
+    diagonal = torch.diagonal(a)[:k]
+    scale = float(diagonal.mean()) if k else 0.0
+    scale = scale if scale > 0 else 1.0
+    lam = damping * scale
+    for _ in range(8):
+        damped = a.clone()
+        damped.diagonal()[:k] += lam
+        # the constant's own entry is the token count: never damped, but guarded for a degenerate input
+        factor, info = torch.linalg.cholesky_ex(damped)
+        if int(info) == 0:
+            break
+        lam = max(lam * 10, 1e-8 * scale)
+    else:
+        raise FloatingPointError("the reconstruction system did not factor even with strong damping: "
+                                 "the calibration inputs are degenerate (all zero or not finite)")
+    solution = torch.cholesky_solve(c.T, factor).T  # (out, k+1): X A = C with A symmetric
+    if not torch.isfinite(solution).all():
+        raise FloatingPointError("the reconstruction produced non-finite weights (calibration inputs not finite)")
+    out_dtype = dtype or torch.float32
+    return ProjectionRefit(kept.to(device="cpu", dtype=torch.long), solution[:, :k].to(out_dtype),
+                           solution[:, k].to(out_dtype))

@@ -1,0 +1,192 @@
+"""Re-fitted layers for the search's fitness path, at a cost a search can afford.
+
+The exact sequential refit of a plan (pruning/refit_pass.py) costs about one calibration pass:
+too slow to score thousands of candidates. The table makes one *reference* pass instead, along a
+reference plan (uniform at the budget), and keeps each layer's whole input Gram matrices G of
+o_proj and down_proj as they were on that trajectory (earlier layers pruned and re-fitted as the
+reference plan prunes them; down_proj measured behind the layer's own re-fitted attention). The
+refit of any level of any layer then follows from G in closed form (one fp64 solve, cached per
+(layer, projection, level)), and a candidate's layers are swapped in by pointer.
+
+The approximation: a candidate whose upstream layers differ from the reference sees inputs the
+table did not measure (Týr-the-Pruner's "expectation" error accumulation, 66.4 vs 58.1 PPL for
+the ideal). Finalize always re-fits the chosen plan exactly; the gap between the two is measured
+(BENCHMARKS.md) and reported per run.
+
+Where G lives: CPU RAM, or one file per layer under a cache folder, memory-mapped on use (at 70B
+G is 3.6 GB per layer in fp32, 288 GB in all: disk). Files are keyed by the model, the
+calibration sample, the importance scores and the reference plan.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from pruning.adapter import DecoderAdapter
+from pruning.data import TokenWindows
+from pruning.genome import LayerPlan, PruningPlan
+from pruning.layer_stream import LayerStream
+from pruning.masking import refit_swapped
+from pruning.placement import execution_device, materialized
+from pruning.reconstruction import InputGram, LayerRefit, ProjectionRefit, kept_statistics_from_gram, solve_refit
+from pruning import obs
+from pruning.importance import OBS_PENDING, ImportanceScores
+from pruning.selection import LayerSelection, column_indices, select_layer
+
+SOLVED_CACHE_BYTES = 2**30  # solved (layer, level) refits kept for reuse, least recently used dropped first
+
+
+class RefitTable:
+    """Per layer the reference trajectory's input Grams; per (layer, level) the refit, solved on demand."""
+
+    def __init__(self, context, grams: list[tuple[torch.Tensor, torch.Tensor]] | None, damping: float,
+                 folder: Path | None = None, reference: PruningPlan | None = None):
+        self.context = context
+        self.damping = damping
+        self.folder = folder
+        self.reference = reference
+        self._grams = grams  # in memory, or None: read from folder per layer
+        self._solved: OrderedDict[tuple[int, str, int], ProjectionRefit] = OrderedDict()  # least recently used first
+        self._solved_bytes = 0
+        self.solves = 0
+
+    def is_exact_for(self, plan: PruningPlan) -> bool:
+        """The table's Grams were measured on this plan's own trajectory: its refits are exact."""
+        return self.reference is not None and plan.key() == self.reference.key()
+
+    # -- building ------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, context, reference: PruningPlan, progress: Callable[[int, int], None] | None = None):
+        """The reference pass; returns (table, importance scores). With `--metric obs` the scores are
+        made here, layer by layer from the trajectory's Grams, before the layer is re-fitted. With a
+        cache folder, each layer's Grams go to disk as they are made, and a finished folder is read
+        back instead of recomputed."""
+        r = context.reconstruction
+        obs = context.scores.metric == OBS_PENDING
+        folder = None
+        if r.cache_dir is not None:
+            metric = "obs" if obs else context.scores.metric
+            folder = Path(r.cache_dir) / table_key(r.stats_key, metric, reference, r.calibration, r.damping, context.space)
+            if (folder / "done.json").exists():
+                scores = torch.load(folder / "scores.pt", weights_only=False) if obs else context.scores
+                return cls(context, None, r.damping, folder, reference), scores
+            folder.mkdir(parents=True, exist_ok=True)
+        model, space = context.model, context.space
+        adapter = DecoderAdapter(model)
+        stream = LayerStream(model, r.calibration, r.batch_size)
+        grams, layer_scores = [], []
+        for i in range(adapter.num_layers):
+            scores_i = context.scores.layers[i]
+            g_o = _gram(stream, i, adapter.o_proj(i))
+            if obs:
+                scores_i = replace(scores_i, head_scores=_obs_heads(adapter, space, i, g_o, r.damping))
+            sel = select_layer(i, reference.layers[i], scores_i, space)
+            refit = LayerRefit()
+            if sel.removes_heads:
+                refit.o_proj = _solve_from_gram(adapter.o_proj(i), g_o, column_indices(sel.kept_heads, adapter.head_dim),
+                                                r.damping)
+            with refit_swapped(model, i, refit):
+                g_d = _gram(stream, i, adapter.down_proj(i))
+            if obs:
+                scores_i = replace(scores_i, channel_scores=_obs_channels(adapter, space, i, g_d, r.damping))
+                sel = select_layer(i, reference.layers[i], scores_i, space)
+            if sel.removes_channels:
+                refit.down_proj = _solve_from_gram(adapter.down_proj(i), g_d, sel.kept_channels, r.damping)
+            with refit_swapped(model, i, refit):
+                stream.run(i, advance=True)
+            layer_scores.append(scores_i)
+            pair = (g_o.cpu(), g_d.cpu())
+            del g_o, g_d
+            if folder is not None:
+                torch.save(pair, folder / f"layer-{i:04d}.pt")
+            grams.append(None if folder is not None else pair)
+            if progress:
+                progress(i + 1, adapter.num_layers)
+        scores = ImportanceScores("obs", layer_scores) if obs else context.scores
+        if folder is not None:
+            if obs:
+                torch.save(scores, folder / "scores.pt")
+            (folder / "done.json").write_text(json.dumps({"layers": adapter.num_layers, "tokens": stream.tokens,
+                                                          "reference": reference.to_list()}))
+            grams = None
+        return cls(context, grams, r.damping, folder, reference), scores
+
+    # -- using ---------------------------------------------------------------------------------
+    def grams(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._grams is not None:
+            return self._grams[i]
+        return torch.load(self.folder / f"layer-{i:04d}.pt", mmap=True, weights_only=True)
+
+    def refits(self, plan: PruningPlan, selections: list[LayerSelection] | None = None) -> list[LayerRefit]:
+        selections = selections or self.context.selections(plan)
+        return [self.layer(i, layer_plan, sel) for i, (layer_plan, sel) in enumerate(zip(plan.layers, selections))]
+
+    def layer(self, i: int, layer_plan: LayerPlan, sel: LayerSelection) -> LayerRefit:
+        adapter = DecoderAdapter(self.context.model)
+        refit = LayerRefit()
+        if sel.removes_heads:
+            refit.o_proj = self._projection(i, "o", layer_plan.attn_units_removed, adapter.o_proj(i),
+                                            lambda: column_indices(sel.kept_heads, adapter.head_dim))
+        if sel.removes_channels:
+            refit.down_proj = self._projection(i, "down", layer_plan.mlp_units_removed, adapter.down_proj(i),
+                                               lambda: sel.kept_channels)
+        return refit
+
+    def _projection(self, i: int, which: str, level: int, projection, kept: Callable[[], torch.Tensor]):
+        key = (i, which, level)
+        if key in self._solved:
+            self._solved.move_to_end(key)
+            return self._solved[key]
+        g_o, g_d = self.grams(i)
+        refit = _solve_from_gram(projection, g_o if which == "o" else g_d, kept(), self.damping)
+        self.solves += 1
+        self._solved[key] = refit
+        self._solved_bytes += refit.nbytes
+        while self._solved_bytes > SOLVED_CACHE_BYTES and len(self._solved) > 1:
+            _, old = self._solved.popitem(last=False)
+            self._solved_bytes -= old.nbytes
+        return refit
+
+
+def _gram(stream: LayerStream, i: int, projection) -> torch.Tensor:
+    gram = InputGram(projection.in_features)
+    stream.observe(i, projection, lambda x, _y: gram.add(x))
+    return gram.finish()
+
+
+def _solve_from_gram(projection, gram: torch.Tensor, kept: torch.Tensor, damping: float) -> ProjectionRefit:
+    device = execution_device(projection)
+    with materialized(projection):
+        weight, bias = projection.weight, projection.bias
+        a, c = kept_statistics_from_gram(gram.to(device), weight, bias, kept)
+        dtype = weight.dtype
+    return solve_refit(a, c, kept, damping, device=device, dtype=dtype)
+
+
+def _obs_heads(adapter, space, i: int, gram: torch.Tensor, damping: float) -> torch.Tensor:
+    layer = space.shape.layers[i]
+    o = adapter.o_proj(i)
+    with materialized(o):
+        return obs.head_scores(gram.to(execution_device(o)), o.weight, o.bias, layer.num_key_value_heads,
+                               layer.queries_per_group, adapter.head_dim, space.query_mode(layer), damping)
+
+
+def _obs_channels(adapter, space, i: int, gram: torch.Tensor, damping: float) -> torch.Tensor:
+    down = adapter.down_proj(i)
+    max_removed = (space.mlp_units(i) - 1) * space.mlp_unit  # every layer keeps one unit
+    with materialized(down):
+        return obs.channel_scores(gram.to(execution_device(down)), down.weight, down.bias, space.mlp_unit,
+                                  max_removed, damping)
+
+
+def table_key(stats_key: str, metric: str, reference: PruningPlan, windows: TokenWindows, damping: float,
+              space) -> str:
+    payload = json.dumps([stats_key, metric, reference.key(), windows.source, windows.split, len(windows),
+                          windows.seqlen, damping, space.gqa, space.mlp_unit, 1])
+    return "table-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
