@@ -12,7 +12,7 @@ from pruning import allocation
 from pruning.budget import format_params
 from pruning.checkpoint import save_pruned
 from pruning.data import load_windows
-from pruning.importance import wanda_outlier_ratios
+from pruning.importance import OBS_PENDING, wanda_outlier_ratios
 from pruning.loading import load_model, load_tokenizer
 from pruning.perplexity import perplexity
 from pruning.prepare import calibration_windows, make_budget, make_space, prepare
@@ -36,6 +36,9 @@ def choose_genome(args, context, budget, granularity: str):
         ratios = wanda_outlier_ratios(context.model, context.stats, args.owl_threshold)
         return allocation.owl(context.space, budget, ratios, args.owl_lambda)
     if name == "flap":
+        if context.scores.metric == "obs":
+            raise ValueError("--allocation flap compares score sizes across layers; --metric obs scores are removal ranks "
+                             "within a layer: use --metric flap (the refit still applies), or another allocation")
         return allocation.flap(context.space, budget, context.scores)
     return allocation.genome_from_spec(name, context.space, granularity)
 
@@ -63,6 +66,9 @@ def run_prune(args) -> int:
         context, cached = prepare(model, tokenizer, settings, progress=progress, calibration=calibration)
     if cached:
         err_console.print("importance statistics: read from cache")
+    if context.scores.metric == OBS_PENDING:  # Hessian-aware scores come from the reference pass
+        with stage("reference pass"), progress_bar("reference pass (obs scores)") as progress:
+            context.prepare_for(budget, progress=progress)
 
     genome = choose_genome(args, context, budget, settings.granularity)
     result = repair(genome, context.space, budget)
@@ -80,12 +86,14 @@ def run_prune(args) -> int:
     }
 
     rows = [{"name": f"dense {args.model}", "total": budget.dense_params, "blocks": budget.block_params},
-            {"name": f"pruned ({args.allocation}, {settings.metric})", "total": result.total_params,
+            {"name": f"pruned ({args.allocation}, {settings.metric}, reconstruct {settings.reconstruct})",
+             "total": result.total_params,
              "blocks": result.block_params}]
     if test is not None:
         rows[0]["ppl"] = _perplexity(rows[0]["name"], model, test, settings.batch_size)
     # The dense model becomes the pruned one layer by layer: never two models in memory.
-    with stage("pruning in place"), progress_bar("pruning in place") as progress:
+    label = "pruning in place" + (", re-fitting each layer" if settings.reconstruct == "ls" else "")
+    with stage("pruning in place"), progress_bar(label) as progress:
         pruned = context.prune_in_place(result.plan, offload_folder=pruned_offload_folder(loaded), progress=progress)
     del model  # consumed: its layers now belong to `pruned`
     if test is not None:

@@ -68,6 +68,7 @@ def decilm_reference(directory) -> PrunedLlamaForCausalLM:
 @pytest.mark.parametrize("gqa,plan,compensate,family", [("query", QUERY_PLAN, False, "llama"),
                                                         ("group", GROUP_PLAN, False, "llama"),
                                                         ("query", QUERY_PLAN, True, "llama"),
+                                                        ("query", QUERY_PLAN, "ls", "llama"),
                                                         ("group", GROUP_PLAN, False, "qwen2")])
 def test_decilm_padding_is_exact(tmp_path, gqa, plan, compensate, family):
     pruned, ckpt = saved_checkpoint(tmp_path, gqa, plan, compensate, family=family)
@@ -143,11 +144,15 @@ needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is No
 
 
 @needs_llama_cpp
-@pytest.mark.parametrize("gqa,plan,tie", [("query", QUERY_PLAN, False), ("group", GROUP_PLAN, True)])
-def test_pruned_gguf_runs_in_llama_cpp_like_transformers(tmp_path, gqa, plan, tie):
+@pytest.mark.parametrize("gqa,plan,tie,reconstruct", [("query", QUERY_PLAN, False, "off"), ("group", GROUP_PLAN, True, "off"),
+                                                      ("query", QUERY_PLAN, False, "ls")])
+def test_pruned_gguf_runs_in_llama_cpp_like_transformers(tmp_path, gqa, plan, tie, reconstruct):
+    """Re-fitted checkpoints too: their o_proj / down_proj carry new weights and biases."""
     from deploy.llamacpp_runtime import LlamaCppModel
 
-    pruned, ckpt = saved_checkpoint(tmp_path, gqa, plan, tie=tie)
+    pruned, ckpt = saved_checkpoint(tmp_path, gqa, plan, reconstruct, tie=tie)
+    if reconstruct == "ls":
+        assert pruned.model.layers[1].mlp.down_proj.bias is not None
     summary = write_gguf(ckpt, tmp_path / "m.gguf", "f32")
     assert summary.tokenizer.startswith("no tokenizer")
     ids = tiny_inputs(4, 64, seed=3)
