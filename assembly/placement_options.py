@@ -40,7 +40,8 @@ def run_shape(args) -> RunShape:
     return RunShape(batch_size=args.batch_size, calib_samples=args.calib_samples, calib_seqlen=args.calib_seqlen,
                     fitness_tokens=getattr(args, "fitness_tokens", 2048), fitness_seqlen=getattr(args, "fitness_seqlen", 512),
                     evaluations=evaluations, test_windows=getattr(args, "final_eval_windows", None) or getattr(args, "eval_windows", 0) or 32,
-                    eval_seqlen=getattr(args, "eval_seqlen", 512))
+                    eval_seqlen=getattr(args, "eval_seqlen", 512), reconstruct=getattr(args, "reconstruct", "ls"),
+                    search=hasattr(args, "population"))
 
 
 def feasibility(args, settings, offload_folder: str | None, hypothetical: bool = False) -> Estimate:

@@ -11,6 +11,10 @@ search cost. Methods: dense; uniform Wanda-sp (the paper's baseline); uniform FL
 adaptive structure; OWL allocation with Wanda-sp; and the searches, which are ablation cells
 (experiments/ablation.py, the same folders `main.py ablate` writes: benchmarks/results/ablation-rate<r>/):
 random search, classic evolution, Nevergrad CMA-ES, the local LLM at layer and at module granularity.
+Rows named "+ refit" are the same with `--reconstruct ls` (the least-squares refit of o_proj/down_proj,
+sequential on pruned inputs; uniform with Hessian-aware `--metric obs` too): one-shot ones re-fitted
+exactly, searches scored through the refit table and re-fitted exactly at the end, as `main.py` does
+(their cells in benchmarks/results/ablation-rate<r>-refit/).
 
 Resumable at every step: each (rate, method, stage) result is a key in headline.json and each
 search seed a cell folder. Stages run rate by rate in order ppl -> timing -> zeroshot, so a run cut
@@ -44,9 +48,13 @@ from pruning.prepare import make_budget  # noqa: E402
 from pruning.repair import repair  # noqa: E402
 from evaluation.zeroshot import task_score  # noqa: E402
 
-FIXED = ("uniform wanda-sp", "uniform flap", "flap global", "owl wanda-sp")
+FIXED = ("uniform wanda-sp", "uniform flap", "flap global", "owl wanda-sp",
+         "uniform wanda-sp + refit", "owl wanda-sp + refit", "uniform obs + refit")
 SEARCHES = {"random search": "random", "classic evolution": "classic", "cma-es (nevergrad)": "cma",
-            "self-pruner llm (layer)": "llm", "self-pruner llm (module)": "llm@module"}
+            "self-pruner llm (layer)": "llm", "self-pruner llm (module)": "llm@module",
+            "random search + refit": "random", "classic evolution + refit": "classic",
+            "cma-es (nevergrad) + refit": "cma", "self-pruner llm (layer) + refit": "llm"}
+REFIT = " + refit"
 STAGES = ("ppl", "timing", "zeroshot")
 
 
@@ -60,10 +68,19 @@ class Bench:
             self._tiny()
         else:
             self._embedded()
-        space = self.wanda.space
-        self.flap = PruningContext(self.model, replace(space, adds_bias=True), self.wanda.stats,
-                                   compute_importance(self.model, self.wanda.stats, "flap"),
-                                   reconstruction=Reconstruction("bias"))
+        # One model, one calibration; a context per way of compensating (they share the weights).
+        refit, stats = self.refit, self.refit.stats
+        plain = replace(refit.space, adds_bias=False)
+        self.wanda = PruningContext(self.model, plain, stats, refit.scores)
+        self.flap = PruningContext(self.model, replace(plain, adds_bias=True), stats,
+                                   compute_importance(self.model, stats, "flap"), reconstruction=Reconstruction("bias"))
+        self.obs = PruningContext(self.model, refit.space, stats, compute_importance(self.model, stats, "obs"),
+                                  reconstruction=replace(refit.reconstruction))
+        for context in (self.refit, self.obs):  # exact refits of the rows' plans, kept between stages
+            context.reconstruction.exact_cache = Path(args.out or RESULTS) / "exact-refits"
+
+    def context(self, which: str) -> PruningContext:
+        return {"wanda": self.wanda, "flap": self.flap, "refit": self.refit, "obs": self.obs}[which]
 
     def _embedded(self):
         from agents.chat import make_backend
@@ -74,10 +91,10 @@ class Bench:
         a = self.args
         # the CLI's defaults (`main.py ablate --data-dir D`): the cells stay comparable with the command's
         self.cli_defaults = RunConfig.from_args(build_parser().parse_args(["ablate", "--data-dir", a.data_dir or "."]))
-        config = replace(self.cli_defaults, dtype="bfloat16", device="cpu", data_dir=a.data_dir,
-                         final_eval_windows=a.test_windows)
+        config = replace(self.cli_defaults, device="cpu", data_dir=a.data_dir, final_eval_windows=a.test_windows,
+                         reconstruct="ls")
         prepared = prepare_run(config, Path(a.out) if a.out else RESULTS)
-        self.model, self.tokenizer, self.wanda = prepared.loaded.model, prepared.loaded.tokenizer, prepared.context
+        self.model, self.tokenizer, self.refit = prepared.loaded.model, prepared.loaded.tokenizer, prepared.context
         self.test512, self.fitness = prepared.test_windows, prepared.fitness_windows
         self.test128 = load_windows("wikitext2", "test", self.tokenizer, 128, a.data_dir).head(4 * a.test_windows)
         self.backend_factory = lambda: make_backend("local")  # the CLI's agent defaults
@@ -93,9 +110,11 @@ class Bench:
         from tests.tiny import tiny_inputs, tiny_llama
 
         self.model, self.tokenizer = tiny_llama(), None
-        space = PruningSpace(DecoderAdapter(self.model).shape(), mlp_unit=16)
-        stats = collect_activation_stats(self.model, TokenWindows(tiny_inputs(4, 32, seed=3), "t", "v"))
-        self.wanda = PruningContext(self.model, space, stats, compute_importance(self.model, stats, "wanda-sp"))
+        space = PruningSpace(DecoderAdapter(self.model).shape(), mlp_unit=16, adds_bias=True)
+        calibration = TokenWindows(tiny_inputs(4, 32, seed=3), "t", "v")
+        stats = collect_activation_stats(self.model, calibration)
+        self.refit = PruningContext(self.model, space, stats, compute_importance(self.model, stats, "wanda-sp"),
+                                    reconstruction=Reconstruction("ls", calibration=calibration))
         self.test512 = TokenWindows(tiny_inputs(2, 64, seed=9), "t", "test")
         self.test128 = TokenWindows(tiny_inputs(4, 32, seed=9), "t", "test")
         self.fitness = TokenWindows(tiny_inputs(2, 32, seed=5), "t", "fit")
@@ -104,14 +123,17 @@ class Bench:
         # which still exercises the LLM arms' whole path (prompt, parse, retry, fallback, records).
         self.backend_factory = lambda: ChatBackend(name="smoke", chat=FakeListChatModel(responses=["no idea"]))
 
-    def budget(self, rate: float, granularity: str = "layer"):
-        return make_budget(self.wanda.space, None, rate, granularity)
+    def budget(self, rate: float, granularity: str = "layer", context: PruningContext | None = None):
+        """Budgets are priced in a context's own space (a compensation bias is a parameter)."""
+        return make_budget((context or self.wanda).space, None, rate, granularity)
 
-    def setup(self, rate: float) -> AblationSetup:
-        config = replace(self.cli_defaults, rate=rate, model="smollm2-135m")
+    def setup(self, rate: float, refit: bool = False) -> AblationSetup:
+        context = self.refit if refit else self.wanda
+        config = replace(self.cli_defaults, rate=rate, model="smollm2-135m", reconstruct="ls" if refit else "off")
         if self.args.smoke:
             config = replace(config, population=4, generations=1, offspring=4)
-        return AblationSetup(config=config, context=self.wanda, budgets={g: self.budget(rate, g) for g in ("layer", "module")},
+        return AblationSetup(config=config, context=context,
+                             budgets={g: self.budget(rate, g, context) for g in ("layer", "module")},
                              fitness_windows=self.fitness, test_windows=self.test512, backend_factory=self._backend)
 
     def _backend(self):
@@ -126,26 +148,30 @@ class Bench:
 
 # method -> (pruning context, allocation as `main.py prune --allocation` names it)
 FIXED_ALLOCATIONS = {"uniform wanda-sp": ("wanda", "uniform"), "uniform flap": ("flap", "uniform"),
-                     "flap global": ("flap", "flap"), "owl wanda-sp": ("wanda", "owl")}
+                     "flap global": ("flap", "flap"), "owl wanda-sp": ("wanda", "owl"),
+                     "uniform wanda-sp + refit": ("refit", "uniform"), "owl wanda-sp + refit": ("refit", "owl"),
+                     "uniform obs + refit": ("obs", "uniform")}
 
 
 def fixed_plan(bench: Bench, method: str, rate: float):
     """(context, repair result) for a one-shot allocation method, exactly as `main.py prune` makes it
-    (repair prices units in the context's own space: FLAP's compensation biases count)."""
+    (repair prices units in the context's own space: compensation biases count)."""
     which, name = FIXED_ALLOCATIONS[method]
-    context = bench.wanda if which == "wanda" else bench.flap
-    budget = bench.budget(rate)
+    context = bench.context(which)
+    budget = bench.budget(rate, context=context)
+    if which == "obs":  # Hessian-aware scores come from the reference pass at this budget
+        context.prepare_for(budget)
     options = SimpleNamespace(allocation=name, owl_threshold=5.0, owl_lambda=0.08)  # the CLI's defaults
     return context, repair(choose_genome(options, context, budget, "layer"), context.space, budget)
 
 
-def search_cells(bench: Bench, rate: float, arm: str, seeds: list[int], out_root: Path) -> list[dict]:
-    out_dir = out_root / f"ablation-rate{rate}"
-    setup = bench.setup(rate)
+def search_cells(bench: Bench, rate: float, arm: str, seeds: list[int], out_root: Path, refit: bool = False) -> list[dict]:
+    out_dir = out_root / f"ablation-rate{rate}{'-refit' if refit else ''}"
+    setup = bench.setup(rate, refit)
     if not bench.args.smoke:  # the same folder `main.py ablate --rate R` would use: same settings
         from commands.ablate import check_settings
 
-        check_settings(out_dir, replace(bench.cli_defaults, rate=rate).measured())
+        check_settings(out_dir, setup.config.measured())
     out_dir.mkdir(parents=True, exist_ok=True)
     uniform_reference(setup, out_dir)  # the ablation report's reference line
     cells = []
@@ -161,10 +187,10 @@ def model_for(bench: Bench, method: str, rate: float, store: ResultStore):
         return bench.model, None
     if method in FIXED:
         context, result = fixed_plan(bench, method, rate)
-        return context.prune(result.plan), result
+        return context.prune(result.plan, exact=True), result
     entry = store.data[f"{rate}|{method}|search"]
     plan = PruningPlan.from_list(entry["best_plan"])
-    return bench.wanda.prune(plan), None
+    return (bench.refit if method.endswith(REFIT) else bench.wanda).prune(plan, exact=True), None
 
 
 def ppl_row_is_complete(row: dict | None, method: str, seeds: list[int]) -> bool:
@@ -191,7 +217,7 @@ def stage_ppl(bench, store, rate, method, seeds, out_root):
     row: dict = {"method": method, "rate": rate}
     if method in SEARCHES:
         arm = SEARCHES[method]
-        cells = search_cells(bench, rate, arm, seeds, out_root)
+        cells = search_cells(bench, rate, arm, seeds, out_root, refit=method.endswith(REFIT))
         best = min(cells, key=lambda c: c["best_fitness"])
         for stale in stale_keys(store, rate, method, best["best_plan"]):
             store.drop(stale)
@@ -216,7 +242,8 @@ def stage_ppl(bench, store, rate, method, seeds, out_root):
                 "granularity": result.genome.granularity, "ppl512": perplexity(model, bench.test512)}
     else:  # the searches' PPL@512 comes from their cells (every seed)
         plan = PruningPlan.from_list(store.data[f"{rate}|{method}|search"]["best_plan"])
-        row |= {"total_params": bench.wanda.space.total_params(plan), "block_params": bench.wanda.space.block_params(plan),
+        space = (bench.refit if method.endswith(REFIT) else bench.wanda).space
+        row |= {"total_params": space.total_params(plan), "block_params": space.block_params(plan),
                 "budget_params": bench.budget(rate).target_params}
     row["ppl128"] = perplexity(model, bench.test128)
     store.put(key, row)

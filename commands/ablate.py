@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agents.chat import make_backend
 from assembly.build import prepare_run
-from assembly.config import RunConfig
+from assembly.config import RunConfig, upgraded
 from assembly.placement_options import offload_folder_for, ready_machine
 from experiments.ablation import DEFAULT_ARMS, AblationSetup, parse_arm, run_cell, uniform_reference
 from ui.ablation_report import rich_table, verdict, write_ablation_report
@@ -34,7 +34,7 @@ def check_settings(out_dir: Path, settings: dict) -> None:
     refused; a key an older folder did not store counts as that older default (RunConfig's)."""
     path = out_dir / "settings.json"
     if path.exists():
-        stored = json.loads(path.read_text())
+        stored = upgraded(json.loads(path.read_text()))  # older folders: what their settings meant
         settings = json.loads(json.dumps(settings))  # as stored (tuples become lists)
         defaults = json.loads(json.dumps(RunConfig().measured()))
         changed = {k: (stored.get(k, defaults[k]), v) for k, v in settings.items()

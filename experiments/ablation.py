@@ -17,7 +17,7 @@ from typing import Callable
 from agents.prompting import PromptSet
 from agents.roles import classic_roles, make_roles, random_roles
 from agents.types import ROLES
-from assembly.build import build_search
+from assembly.build import build_search, prepare_reconstruction
 from assembly.config import RunConfig
 from graphs.blackbox import optimizer_class, run_blackbox
 from graphs.runner import run_search
@@ -26,7 +26,7 @@ from pruning.perplexity import perplexity
 from pruning.placement import is_dispatched
 from pruning.versions import versions
 from store.run_store import RunStore
-from evaluation.finalize import uniform_wanda_sp
+from evaluation.finalize import reconstructed_name, uniform_wanda_sp
 from evaluation.fitness import FitnessEvaluator
 
 DEFAULT_ARMS = ("llm", "classic", "random", "llm-init", "prompts:no-importance", "prompts:no-history",
@@ -103,26 +103,36 @@ class AblationSetup:
 
 
 def uniform_reference(setup: AblationSetup, out_dir: Path) -> dict:
-    """Fitness and test perplexity of uniform Wanda-sp: the line every arm must beat (cached in reference.json)."""
+    """Fitness and test perplexity of the uniform one-shot baseline, the line every arm must beat
+    (cached in reference.json): uniform Wanda-sp, or with `--reconstruct ls` uniform with the same
+    refit the arms get (the strongest one-shot model, and on the arms' own objective)."""
     path = out_dir / "reference.json"
     if path.exists():
         return json.loads(path.read_text())
-    context, uniform = uniform_wanda_sp(setup.context, setup.budgets["layer"])
+    budget = setup.budgets["layer"]
+    if setup.context.reconstruction.mode == "ls":
+        context, name = setup.context, reconstructed_name(setup.context)
+        prepare_reconstruction(context, budget)
+        plan = context.uniform_plan(budget)
+    else:
+        (context, uniform), name = uniform_wanda_sp(setup.context, budget), "uniform wanda-sp"
+        plan = uniform.plan
     evaluator = FitnessEvaluator(context, setup.fitness_windows, kind=setup.config.fitness, mode=setup.config.fitness_mode,
                                  batch_size=setup.config.batch_size)
-    reference = {"uniform_fitness": evaluator.evaluate(uniform.plan).value,
-                 "uniform_test_ppl": plan_perplexity(context, uniform.plan, setup.test_windows, setup.config.batch_size)}
+    reference = {"name": name, "uniform_fitness": evaluator.evaluate(plan).value,
+                 "uniform_test_ppl": plan_perplexity(context, plan, setup.test_windows, setup.config.batch_size)}
     path.write_text(json.dumps(reference, indent=2))
     return reference
 
 
 def plan_perplexity(context, plan, windows, batch_size: int) -> float:
-    """Test perplexity of a plan: on the physically pruned copy (as before), or under masks when the
-    model is spread over devices or offloaded, where no copy is made (masked == sliced, tested)."""
+    """Test perplexity of a plan as finalize would make it (re-fitted exactly, not from the search's
+    refit table): on the physically pruned copy, or under masks when the model is spread over devices
+    or offloaded, where no copy is made (masked == sliced, tested)."""
     if is_dispatched(context.model):
-        with context.masked(plan) as model:
+        with context.masked(plan, exact=True) as model:
             return perplexity(model, windows, batch_size=batch_size)
-    return perplexity(context.prune(plan), windows, batch_size=batch_size)
+    return perplexity(context.prune(plan, exact=True), windows, batch_size=batch_size)
 
 
 def best_so_far(store: RunStore, kind: str) -> list[float]:

@@ -61,10 +61,10 @@ class SequentialRefit:
         statistics = KeptStatistics(kept)
         with refit_swapped(self.model, i, behind):
             self.stream.observe(i, projection, statistics.add)
-        a, c = statistics.finish()
         with materialized(projection):
             dtype = projection.weight.dtype
-        return solve_refit(a, c, kept, self.damping, device=execution_device(projection), dtype=dtype)
+        # finish() hands A and C over (the statistics keep no reference): freed as the solve converts them
+        return solve_refit(*statistics.finish(), kept, self.damping, device=execution_device(projection), dtype=dtype)
 
     def all(self, progress: Callable[[int, int], None] | None = None) -> list[LayerRefit]:
         refits = []

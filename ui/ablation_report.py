@@ -119,7 +119,7 @@ def markdown(rows: list[dict], settings: dict, reference: dict) -> str:
         f"(population {settings.get('population')} + {settings.get('generations')} x {settings.get('offspring')}), "
         f"fitness {settings.get('fitness')} on {settings.get('fitness_tokens')} WikiText-2 validation tokens; "
         f"test PPL on {settings.get('test_windows')} WikiText-2 test windows of {settings.get('eval_seqlen')} tokens.",
-        f"Uniform Wanda-sp: fitness {reference['uniform_fitness']:.2f}, test PPL {reference['uniform_test_ppl']:.2f}; "
+        f"{reference.get('name', 'uniform wanda-sp').capitalize()}: fitness {reference['uniform_fitness']:.2f}, test PPL {reference['uniform_test_ppl']:.2f}; "
         f"'evals to beat uniform': median over seeds of the first evaluation whose best-so-far fitness is below "
         f"uniform's; '-20%': at or below {(1 - BEAT_UNIFORM_BY) * reference['uniform_fitness']:.2f}; (k/n) = seeds that got there.", "",
         "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|",
@@ -144,7 +144,7 @@ def plot_convergence(path: Path, cells: list[dict], rows: list[dict], reference:
         per_eval = list(zip(*padded))
         line, = ax.plot(xs, [statistics.median(v) for v in per_eval], label=row["arm"], linewidth=1.4)
         ax.fill_between(xs, [min(v) for v in per_eval], [max(v) for v in per_eval], color=line.get_color(), alpha=0.15)
-    ax.axhline(reference["uniform_fitness"], color="black", linestyle="--", linewidth=1, label="uniform Wanda-sp")
+    ax.axhline(reference["uniform_fitness"], color="black", linestyle="--", linewidth=1, label=reference.get("name", "uniform wanda-sp"))
     ax.axhline((1 - BEAT_UNIFORM_BY) * reference["uniform_fitness"], color="grey", linestyle=":", linewidth=1, label="uniform -20%")
     ax.set_xlabel("fitness evaluations")
     ax.set_ylabel("best fitness so far (lower is better)")
