@@ -2,6 +2,8 @@
 weight is read, the offload folders, and the placement line printed before calibration."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import logging
 from pathlib import Path
 
@@ -76,7 +78,8 @@ def feasibility(args, settings, offload_folder: str | None, hypothetical: bool =
         placement = place(meta, dtype, device, limits, offload_folder)
         # --max-memory caps where weights go; what a stage needs beyond them is checked against what is free
         free = physical_memory([d for d in placement.devices if isinstance(d, int)])
-    return estimate(space, budget, placement, dtype, run_shape(args), free, settings.granularity)
+    shape = replace(run_shape(args), check_table_disk=not imagined)  # imagined GPUs: their disk is not this one
+    return estimate(space, budget, placement, dtype, shape, free, settings.granularity)
 
 
 def check_feasible(args, settings, offload_folder: str | None = None) -> Estimate:

@@ -63,6 +63,9 @@ def run_plan(args) -> int:
         memory.add_row(stage, *(f"{need.get(d, 0) / 2**30:.1f}" for d in devices))
     console.print(memory)
     console.print(est.placement.describe())
+    if est.table_bytes:
+        console.print(f"refit table of the search (--reconstruct ls): {est.table_bytes / 2**30:.1f} GiB on disk "
+                      f"(input Gram matrices per layer, fp32, in the cache folder)")
     if est.fits:
         console.print("[green]fits[/] this machine with the placement above")
     else:
@@ -76,5 +79,6 @@ def run_plan(args) -> int:
                        "average_rate": est.average_rate, "uniform_plan": [list(r) for r in plan_rows(est)],
                        "checkpoint_bytes": est.checkpoint_bytes, "placement": {k: str(v) for k, v in est.placement.device_map.items()},
                        "memory_bytes": {s: {str(k): v for k, v in n.items()} for s, n in est.stages.items()},
-                       "fits": est.fits, "problems": est.problems, "seconds": est.seconds}, fh, indent=2)
+                       "fits": est.fits, "problems": est.problems, "seconds": est.seconds,
+                       "refit_table_bytes": est.table_bytes}, fh, indent=2)
     return 0 if est.fits else 1

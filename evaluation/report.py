@@ -42,6 +42,27 @@ def _finish(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
     plt.close(fig)
 
 
+def comparison_lines(final: dict) -> list[str]:
+    """The searched model against the strongest one-shot row, and what the search's fitness was worth."""
+    ppl = final["ppl"]
+    lines = []
+    one_shot = [name for name in ppl if name.startswith("uniform") and name != "uniform wanda-sp"] or ["uniform wanda-sp"]
+    best = min(one_shot, key=lambda name: ppl[name])
+    if "searched" in ppl:
+        change = ppl["searched"] / ppl[best] - 1
+        lines.append(f"Searched vs the strongest one-shot baseline ({best}): {ppl['searched']:.2f} vs {ppl[best]:.2f} "
+                     f"test PPL ({change:+.1%}).")
+    if final.get("reconstruct") == "ls":
+        lines.append("Reconstruction: `--reconstruct ls`, o_proj and down_proj of every pruned layer re-fitted by least "
+                     "squares on what the pruned layers before it produce.")
+    fitness = final.get("fitness")
+    if fitness:
+        lines.append(f"The search scored the best plan at {fitness['search']:.4g} (refit table: per-layer refits from one "
+                     f"reference pass along the uniform plan); re-fitted exactly it scores {fitness['final']:.4g} "
+                     f"({fitness['final'] / fitness['search'] - 1:+.1%}) on the same fitness windows.")
+    return lines + [""] if lines else []
+
+
 def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: dict) -> dict:
     run_dir = Path(run_dir)
     best, final = summary.get("best") or {}, summary.get("final") or {}
@@ -64,6 +85,7 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
                   "| model | parameters | perplexity |", "|---|---:|---:|"]
         lines += [f"| {name} | {final['params'][name]:,} | {ppl:.2f} |" for name, ppl in final["ppl"].items()]
         lines.append("")
+        lines += comparison_lines(final)
     if final.get("zero_shot"):
         names = list(final["zero_shot"])
         tasks = list(next(iter(final["zero_shot"].values()))["tasks"])

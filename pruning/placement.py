@@ -261,6 +261,57 @@ def place(meta_model: nn.Module, dtype: torch.dtype, device: str, max_memory: di
     return Placement(device_map, offload_folder if "disk" in device_map.values() else None, sizes)
 
 
+# -- giving memory back ---------------------------------------------------------------------------
+
+MADV_PAGEOUT = 21  # Linux >= 5.4: reclaim these pages now (file pages are dropped; data stays readable)
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """Address ranges of this process's file-backed mappings (Linux; empty elsewhere)."""
+    ranges = []
+    try:
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[4] != "0" and parts[5].startswith("/"):
+                    lo, hi = parts[0].split("-")
+                    ranges.append((int(lo, 16), int(hi, 16)))
+    except OSError:
+        pass
+    return ranges
+
+
+def release_file_pages(tensors) -> int:
+    """Hand back the pages of CPU tensors that are views into a memory-mapped file (transformers
+    loads a safetensors checkpoint of the same dtype that way): freeing such a tensor does not
+    unmap the file, so without this the dense weights of a layer pruned in place stay resident
+    (measured: a search on a 0.74B checkpoint peaked at +0.35x the dense weights, vs 0.125x with
+    weights made in memory). MADV_PAGEOUT never loses data: a page read again is read from the
+    file. Returns the bytes advised (0 off Linux or for anonymous memory)."""
+    import ctypes
+    import mmap
+
+    spans = [(t.data_ptr(), t.numel() * t.element_size()) for t in tensors
+             if t.device.type == "cpu" and t.numel() > 0]
+    if not spans:
+        return 0
+    mappings = _file_mappings()
+    if not mappings:
+        return 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return 0
+    page, advised = mmap.PAGESIZE, 0
+    for start, size in spans:
+        if not any(lo <= start and start + size <= hi for lo, hi in mappings):
+            continue
+        lo, hi = -(-start // page) * page, (start + size) // page * page  # whole pages inside the tensor
+        if hi > lo and libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), MADV_PAGEOUT) == 0:
+            advised += hi - lo
+    return advised
+
+
 # -- reading weights wherever they are ---------------------------------------------------------
 
 @contextmanager

@@ -102,13 +102,12 @@ def kept_statistics_from_gram(gram: torch.Tensor, weight: torch.Tensor, bias: to
     read in blocks so that no fp64 copy of the whole Gram is made (at 70B that alone is 6.6 GB)."""
     n = weight.shape[1]
     device = weight.device
-    kz = torch.cat([kept.to(device), torch.tensor([n], device=device)])
-    gram = gram.to(device)
-    a = gram.index_select(0, kz).index_select(1, kz).to(torch.float64)
+    kz = torch.cat([kept, torch.tensor([n])]).to(gram.device)
+    a = gram.index_select(0, kz).index_select(1, kz).to(device=device, dtype=torch.float64)
     w = _augmented(weight, bias)
     c = torch.zeros(w.shape[0], kz.numel(), dtype=torch.float64, device=device)
-    for start in range(0, n + 1, GRAM_ROWS):
-        rows = gram[start : start + GRAM_ROWS].index_select(1, kz).to(torch.float64)
+    for start in range(0, n + 1, GRAM_ROWS):  # G's rows in blocks, brought to the weight's device one at a time
+        rows = gram[start : start + GRAM_ROWS].index_select(1, kz).to(device=device, dtype=torch.float64)
         c.addmm_(w[:, start : start + GRAM_ROWS], rows)
     return a, c
 
@@ -154,32 +153,28 @@ class KeptStatistics:
 
 def solve_refit(a: torch.Tensor, c: torch.Tensor, kept: torch.Tensor, damping: float,
                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> ProjectionRefit:
-    """W', b' = C (A + lam D)^-1 in fp64 (Cholesky; the damping grows tenfold until it factors).
+    """W', b' = C (A + lam D)^-1 in fp64 by Cholesky.
 
-    Memory: the fp64 copies of A and C, A's factor and the solution; nothing else of A's size (at
-    70B for a half-kept down_proj: 1.6 + 0.9 + 1.6 + 0.9 GB)."""
+    `a` is consumed: when it is already fp64 on `device` it is damped and factored in place (the
+    exact refit hands over its statistics so), else an fp64 copy is. C's fp64 transpose is solved in
+    place. Extra memory at 70B for a half-kept down_proj: 0.9 GB beyond A's fp64 form."""
     device = device or c.device
-    a = a.to(device=device, dtype=torch.float64, copy=True)
     k = a.shape[0] - 1
-    scale = float(torch.diagonal(a)[:k].mean()) if k else 0.0
-    scale = scale if scale > 0 else 1.0
-    lam = damping * scale
-    a.diagonal()[:k] += lam  # the constant's entry (the token count) is not damped
-    for _ in range(8):
-        factor, info = torch.linalg.cholesky_ex(a)
-        if int(info) == 0:
-            break
-        del factor
-        a.diagonal()[:k] += 9 * lam
-        lam *= 10
-    else:
-        raise FloatingPointError("the reconstruction system did not factor even with strong damping: "
-                                 "the calibration inputs are degenerate (all zero or not finite)")
+    factor = a.to(device=device, dtype=torch.float64)
     del a
-    solution = torch.cholesky_solve(c.to(device=device, dtype=torch.float64).T, factor).T  # X A = C, A symmetric
+    scale = float(torch.diagonal(factor)[:k].mean()) if k else 0.0
+    factor.diagonal()[:k] += damping * (scale if scale > 0 else 1.0)  # the constant's entry (token count) undamped
+    info = torch.empty((), dtype=torch.int32, device=device)
+    torch.linalg.cholesky_ex(factor, out=(factor, info))
+    if int(info) != 0:
+        raise FloatingPointError(f"the reconstruction's system is not positive definite (damping {damping}): the "
+                                 "calibration inputs are degenerate or not finite; raise --reconstruct-damping")
+    solution = torch.empty(k + 1, c.shape[0], dtype=torch.float64, device=device)
+    solution.copy_(c.T)
+    torch.cholesky_solve(solution, factor, out=solution)  # X A = C with A symmetric: A X^T = C^T
     del factor
     if not torch.isfinite(solution).all():
         raise FloatingPointError("the reconstruction produced non-finite weights (calibration inputs not finite)")
     out_dtype = dtype or torch.float32
-    return ProjectionRefit(kept.to(device="cpu", dtype=torch.long), solution[:, :k].to(out_dtype),
-                           solution[:, k].to(out_dtype))
+    return ProjectionRefit(kept.to(device="cpu", dtype=torch.long), solution[:k].T.to(out_dtype).contiguous(),
+                           solution[k].to(out_dtype))

@@ -63,8 +63,10 @@ class SequentialRefit:
             self.stream.observe(i, projection, statistics.add)
         with materialized(projection):
             dtype = projection.weight.dtype
-        # finish() hands A and C over (the statistics keep no reference): freed as the solve converts them
-        return solve_refit(*statistics.finish(), kept, self.damping, device=execution_device(projection), dtype=dtype)
+        device = execution_device(projection)
+        a, c = statistics.finish()  # handed over: the statistics keep no reference
+        a = a.to(device=device, dtype=torch.float64)  # fp32 A freed here; the solve factors this one in place
+        return solve_refit(a, c, kept, self.damping, device=device, dtype=dtype)
 
     def all(self, progress: Callable[[int, int], None] | None = None) -> list[LayerRefit]:
         refits = []

@@ -42,6 +42,7 @@ class RunShape:
     eval_seqlen: int = 512
     reconstruct: str = "ls"
     search: bool = True  # a search builds the refit table; `prune` re-fits its one plan only
+    check_table_disk: bool = True  # the table's disk is this machine's (not a plan for GPUs elsewhere)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Estimate:
     seconds: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     capacity: dict = field(default_factory=dict)  # device -> bytes free, what the stages were checked against
+    table_bytes: int = 0  # the search's refit table (input Grams per layer), on disk in the cache
 
     @property
     def checkpoint_bytes(self) -> int:
@@ -80,22 +82,33 @@ def activation_bytes(space: PruningSpace, tokens: int, dtype_bytes: int) -> int:
 def refit_bytes(space: PruningSpace, plan, run: RunShape, dtype_bytes: int, table: bool) -> int:
     """The least-squares reconstruction's working set on the computing device: the calibration
     windows' hidden states, one batch's layer activations, and the largest projection's statistics
-    and fp64 solve (pruning/reconstruction.py): the exact refit holds A = (k+1)^2 and C = out x (k+1)
-    in fp32, then A and C in fp64, A's factor and the solution; the reference pass of the refit
-    table holds the whole Gram (n+1)^2 in fp32 instead of A and C."""
+    and fp64 solve (pruning/reconstruction.py). The exact refit holds A = (k+1)^2 and C = out x (k+1)
+    in fp32 while it solves with their fp64 copies (factored and solved in place); the table's
+    reference pass accumulates the whole Gram (n+1)^2 in fp32, moves it to CPU RAM, then builds the
+    fp64 A and C from it block by block."""
     shape = space.shape
     hidden = run.calib_samples * run.calib_seqlen * shape.hidden_size * dtype_bytes
     work = activation_bytes(space, run.batch_size * run.calib_seqlen, dtype_bytes)
     largest = 0
     pruned = space.pruned_shape(plan)
+    out = shape.hidden_size
     for dense, after in zip(shape.layers, pruned.layers):
         for n, k in ((dense.num_attention_heads * shape.head_dim, after.num_attention_heads * shape.head_dim),
                      (dense.intermediate_size, after.intermediate_size)):
-            out = shape.hidden_size
-            statistics = (n + 1) ** 2 * 4 if table else ((k + 1) ** 2 + out * (k + 1)) * 4
-            solve = (2 * (k + 1) ** 2 + 2 * out * (k + 1)) * 8
-            largest = max(largest, statistics + solve)
+            solve = ((k + 1) ** 2 + out * (k + 1)) * 8  # A factored in place, C^T solved in place
+            if table:
+                need = max((n + 1) ** 2 * 4, solve + out * (k + 1) * 8 + 2048 * (k + 1) * 8)
+            else:  # fp32 A and C while accumulating; then A in fp64 (fp32 freed) beside fp32 C
+                need = max(((k + 1) ** 2 + out * (k + 1)) * 4 + (k + 1) ** 2 * 8, solve + out * (k + 1) * 4)
+            largest = max(largest, need)
     return hidden + work + largest
+
+
+def refit_table_bytes(space: PruningSpace) -> int:
+    """The refit table's files: each layer's o_proj and down_proj input Grams in fp32."""
+    d = space.shape.head_dim
+    return sum(((layer.num_attention_heads * d + 1) ** 2 + (layer.intermediate_size + 1) ** 2) * 4
+               for layer in space.shape.layers)
 
 
 def largest_layer_bytes(space: PruningSpace, dtype_bytes: int) -> int:
@@ -132,8 +145,11 @@ def estimate(space: PruningSpace, budget: Budget, placement: Placement, dtype: t
     est.stages["fitness"] = stage(fit_work)
     if run.reconstruct == "ls":
         est.stages["reconstruction"] = stage(refit_bytes(space, plan, run, nbytes, table=run.search))
-    est.stages["finalize"] = stage(max(fit_work, activation_bytes(space, 4 * 512, nbytes)) + largest_layer_bytes(space, nbytes)
-                                   + (refit_bytes(space, plan, run, nbytes, table=False) if run.reconstruct == "ls" else 0))
+        if run.search:
+            est.table_bytes = refit_table_bytes(space)
+    # in place: each layer is re-fitted (exact refit) before it is sliced, never both at once
+    est.stages["finalize"] = stage(max(max(fit_work, activation_bytes(space, 4 * 512, nbytes)) + largest_layer_bytes(space, nbytes),
+                                       refit_bytes(space, plan, run, nbytes, table=False) if run.reconstruct == "ls" else 0))
     est.stages["save"] = {**{d: b for d, b in resident.items()},
                           "cpu": resident.get("cpu", 0) + min(SHARD_BYTES, est.checkpoint_bytes) + largest_layer_bytes(space, nbytes)}
     if capacity:
@@ -145,6 +161,14 @@ def estimate(space: PruningSpace, budget: Budget, placement: Placement, dtype: t
                                         f"{cap / 2**30:.1f} GiB available")
         # The dense model's disk part is read from the checkpoint's own safetensors (transformers
         # offloads in place); the pruned model's disk part is written to the offload folder.
+        if est.table_bytes and run.check_table_disk:
+            from pruning.loading import cache_dir
+
+            free = _free_disk(str(cache_dir()))
+            if free is not None and est.table_bytes > free:
+                est.problems.append(f"the search's refit table needs {est.table_bytes / 2**30:.1f} GiB in {cache_dir()} "
+                                    f"($SELF_PRUNER_CACHE), {free / 2**30:.1f} GiB free: point it at a larger disk, or "
+                                    f"--reconstruct bias|off")
         disk_need = int(placement.bytes_on("disk") * budget.target_params / budget.dense_params)
         if disk_need and placement.offload_folder:
             free = _free_disk(placement.offload_folder)

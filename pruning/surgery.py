@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from pruning.adapter import DecoderAdapter
-from pruning.placement import Placement, UnitWriter, is_dispatched, materialized, model_placement, unit_names, unit_sizes
+from pruning.placement import (Placement, UnitWriter, is_dispatched, materialized, model_placement, release_file_pages,
+                               unit_names, unit_sizes)
 from pruning.families import Family
 from pruning.reconstruction import LayerRefit
 from pruning.selection import LayerSelection, column_indices
@@ -259,6 +260,7 @@ def _release_unit(model, unit: str) -> None:
     parent_name, _, child = unit.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     module = getattr(parent, child) if not child.isdigit() else parent[int(child)]
+    release_file_pages(list(module.parameters()) + list(module.buffers()))  # weights read from a mapped checkpoint
     hooked = False
     for sub in module.modules():
         hook = getattr(sub, "_hf_hook", None)
