@@ -53,7 +53,9 @@ def main() -> None:
 
     contexts = {}
     for metric in ("wanda-sp", "flap"):
-        settings = PruneSettings(metric=metric, data_dir=args.data_dir, calib_samples=64, calib_seqlen=512, batch_size=8)
+        # the engine as measured before reconstruction existed: FLAP with its bias, Wanda-sp plain
+        settings = PruneSettings(metric=metric, data_dir=args.data_dir, calib_samples=64, calib_seqlen=512, batch_size=8,
+                                 reconstruct="bias" if metric == "flap" else "off")
         start = time.perf_counter()
         context, cached = prepare(model, tok, settings)
         if not cached or not store.has("importance_scoring"):

@@ -3,12 +3,14 @@ search's refit table is from the exact sequential refit.
 
     python benchmarks/reconstruction.py --data-dir ../shared/data                 # all parts
     python benchmarks/reconstruction.py --data-dir ../shared/data --parts uniform --rates 0.35
+    python benchmarks/reconstruction.py --data-dir ../shared/data --model gemma-3-270m --parts uniform --rates 0.2,0.35
 
 Parts (resumable: every result is a key in benchmarks/results/reconstruction.json):
 - uniform: WikiText-2 test PPL of uniform plans (Wanda-sp selection) with no compensation, FLAP's
-  bias, the least-squares refit calibrated sequentially on pruned inputs (the default), the same
-  refit calibrated on the dense model's inputs (Týr-the-Pruner's ablation), and with Hessian-aware
-  selection (`--metric obs`); seconds and peak RSS of each refit pass;
+  bias, the least-squares refit calibrated sequentially on pruned inputs reproducing W x (`local`
+  target), the same refit calibrated on the dense model's inputs (Týr-the-Pruner's ablation), the
+  refit reproducing the dense model's own outputs (`dense` target), and with Hessian-aware
+  selection (`--metric obs`) under both targets; seconds and peak RSS of each refit pass;
 - table: for plans around the uniform one (random exact-budget moves of 1-6 units between layers,
   what a search proposes), the fitness the search sees (refit table: reference pass along uniform,
   levels solved from its Grams) against the same plan re-fitted exactly; relative error and rank
@@ -93,11 +95,13 @@ def main() -> int:
     parser.add_argument("--plans", type=int, default=8, help="plans per rate in the table part")
     parser.add_argument("--table-rates", default="0.35")
     parser.add_argument("--test-windows", type=int, default=32)
+    parser.add_argument("--model", default="smollm2-135m")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    store = ResultStore("reconstruction")
+    store = ResultStore("reconstruction" if args.model == "smollm2-135m" else f"reconstruction-{args.model}")
     store.put("machine", machine())
-    config = RunConfig(data_dir=args.data_dir, device="cpu", final_eval_windows=args.test_windows, reconstruct="ls")
+    config = RunConfig(model=args.model, data_dir=args.data_dir, device="cpu", final_eval_windows=args.test_windows,
+                       reconstruct="ls")
     prepared = prepare_run(config, Path("/tmp/reconstruction-bench"))
     refit, model = prepared.context, prepared.loaded.model
     store.put("dtype", str(next(model.parameters()).dtype))
@@ -120,25 +124,32 @@ def main() -> int:
                         store.put(key, {"ppl": perplexity(model, test)})
             plan = refit.uniform_plan(budget)
             selections = refit.selections(plan)
-            for name, sequential in (("refit", True), ("refit, dense inputs", False)):
+            for name, sequential, target in (("refit", True, "local"), ("refit, dense inputs", False, "local"),
+                                             ("refit, dense target", True, "dense")):
                 key = f"{rate}|uniform|{name}"
                 if store.has(key):
                     continue
                 started = time.perf_counter()
-                refits = SequentialRefit(model, selections, r.calibration, r.damping, r.batch_size, sequential).all()
+                refits = SequentialRefit(model, selections, r.calibration, r.damping, r.batch_size, sequential,
+                                         target).all()
                 seconds = time.perf_counter() - started
                 with masked(model, selections, refits=refits):
                     store.put(key, {"ppl": perplexity(model, test), "refit_s": seconds, "peak_rss_gb": peak_rss_gb(),
                                     "calibration": f"{len(r.calibration)} x {r.calibration.seqlen}"})
                 print(rate, name, store.data[key], flush=True)
-            key = f"{rate}|uniform|obs + refit"
-            if not store.has(key):
+            for target in ("local", "dense"):
+                key = f"{rate}|uniform|obs + refit" + (", dense target" if target == "dense" else "")
+                if store.has(key):
+                    continue
                 started = time.perf_counter()
+                obs.reconstruction.target = target
+                obs.scores = compute_importance(model, refit.stats, "obs")  # pending again: made in the reference pass
+                obs.table = None
                 obs.prepare_for(budget)  # the reference pass: OBS scores and (uniform) exact refits
                 seconds = time.perf_counter() - started
                 with obs.masked(obs.uniform_plan(budget), exact=True):
                     store.put(key, {"ppl": perplexity(model, test), "reference_pass_s": seconds})
-                print(rate, "obs", store.data[key], flush=True)
+                print(rate, key, store.data[key], flush=True)
         if "table" in args.parts and str(rate) in args.table_rates.split(","):
             key = f"{rate}|table"
             if store.has(key):

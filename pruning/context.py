@@ -32,7 +32,7 @@ from pruning.importance import (
     stats_cache_key,
 )
 from pruning.masking import masked
-from pruning.reconstruction import DEFAULT_DAMPING, RECONSTRUCTIONS, LayerRefit
+from pruning.reconstruction import DEFAULT_DAMPING, RECONSTRUCTIONS, TARGETS, LayerRefit
 from pruning.selection import LayerSelection, compensation_biases, select
 from pruning.space import PruningSpace
 from pruning.surgery import prune_in_place, prune_model
@@ -46,6 +46,7 @@ class Reconstruction:
 
     mode: str = "off"  # ls | bias | off
     damping: float = DEFAULT_DAMPING
+    target: str = "local"  # what a refit reproduces (pruning/refit_pass.py): local W x, or the dense model's output
     calibration: TokenWindows | None = None  # the windows the refit calibrates on (validation split)
     batch_size: int = 4
     cache_dir: Path | None = None  # refit tables on disk (None: in memory)
@@ -57,6 +58,8 @@ class Reconstruction:
             raise ValueError(f"--reconstruct must be one of {', '.join(RECONSTRUCTIONS)}, not {self.mode!r}")
         if not 0 < self.damping < 10:
             raise ValueError(f"--reconstruct-damping must be in (0, 10), not {self.damping}")
+        if self.target not in TARGETS:
+            raise ValueError(f"--reconstruct-target must be one of {', '.join(TARGETS)}, not {self.target!r}")
 
 
 @dataclass
@@ -138,7 +141,8 @@ class PruningContext:
             path = Path(r.exact_cache) / f"exact-{_exact_key(r, self.scores.metric, self.space, plan)}.pt"
             if path.exists():
                 return torch.load(path, weights_only=False)
-        refits = SequentialRefit(self.model, selections, r.calibration, r.damping, r.batch_size).all(progress)
+        refits = SequentialRefit(self.model, selections, r.calibration, r.damping, r.batch_size,
+                                 target=r.target).all(progress)
         if sum(layer.nbytes for layer in refits) <= EXACT_CACHE_BYTES:
             self._exact = {key: refits}  # the last plan only: finalize asks twice (measure, then prune)
             if path is not None:
@@ -182,7 +186,8 @@ class PruningContext:
                 from pruning.refit_pass import SequentialRefit
 
                 r = self._require_calibration()
-                refit_for = SequentialRefit(self.model, selections, r.calibration, r.damping, r.batch_size).layer
+                refit_for = SequentialRefit(self.model, selections, r.calibration, r.damping, r.batch_size,
+                                            target=r.target).layer
         self.model = prune_in_place(self.model, selections, self.space.pruned_shape(plan), self.biases(selections),
                                     offload_folder=offload_folder, progress=progress, refit_for=refit_for)
         self._exact = {}
@@ -192,8 +197,8 @@ class PruningContext:
 
 def _exact_key(r: Reconstruction, metric: str, space: PruningSpace, plan: PruningPlan) -> str:
     w = r.calibration
-    payload = json.dumps([r.stats_key, metric, space.gqa, space.mlp_unit, plan.key(), r.damping, w.source, w.split,
-                          len(w), w.seqlen, int(w.input_ids.sum())])
+    payload = json.dumps([r.stats_key, metric, space.gqa, space.mlp_unit, plan.key(), r.damping, r.target, w.source,
+                          w.split, len(w), w.seqlen, int(w.input_ids.sum())])
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 

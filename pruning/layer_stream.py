@@ -90,6 +90,14 @@ class LayerStream:
                 handle.remove()
         self._kwargs[batch.shape[0]] = per_layer
 
+    def fork(self) -> "LayerStream":
+        """A second stream at the same layer with its own copy of the hidden states (the dense
+        model's stream beside the pruned one)."""
+        twin = object.__new__(LayerStream)
+        twin.__dict__.update(self.__dict__)
+        twin.hidden = [h.clone() for h in self.hidden]
+        return twin
+
     def call_layer(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
         kwargs = dict(self._kwargs[hidden.shape[0]][i])
         extra = kwargs.pop("_extra_args")
@@ -111,25 +119,46 @@ class LayerStream:
 
     @torch.no_grad()
     def observe(self, i: int, module: torch.nn.Module, sink, stop_after: bool = True) -> None:
-        """Call `sink(x, y)` with the input and output of `module` (a linear inside layer i) for
-        every window; the rest of the layer is skipped where that is safe (no accelerate hook that
-        would be left holding offloaded weights)."""
+        """Call `sink(x, y, k)` with the input and output of `module` (a linear inside layer i) for
+        every batch k of windows; the rest of the layer is skipped where that is safe (no accelerate
+        hook that would be left holding offloaded weights)."""
         stop = stop_after and not _has_hooks(self.adapter.layers[i])
+        batch = [0]
 
         def hook(_module, args, output):
-            sink(args[0], output)
+            sink(args[0], output, batch[0])
             if stop:
                 raise _Stop
 
         handle = module.register_forward_hook(hook)
         try:
-            for hidden in self.hidden:
+            for k, hidden in enumerate(self.hidden):
+                batch[0] = k
                 try:
                     self.call_layer(i, hidden)
                 except _Stop:
                     pass
         finally:
             handle.remove()
+
+    @torch.no_grad()
+    def outputs(self, i: int, modules: list[torch.nn.Module], advance: bool = True) -> list[list[torch.Tensor]]:
+        """Per module, its output on every batch while layer i runs (kept in CPU RAM when the layer
+        computes on a GPU); advance: the stream moves on to layer i + 1."""
+        captured: list[list[torch.Tensor]] = [[] for _ in modules]
+
+        def keeper(j):
+            def hook(_module, _args, output):
+                captured[j].append(output.detach().to("cpu") if output.is_cuda else output.detach())
+            return hook
+
+        handles = [m.register_forward_hook(keeper(j)) for j, m in enumerate(modules)]
+        try:
+            self.run(i, advance=advance)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return captured
 
 
 def _has_hooks(module: torch.nn.Module) -> bool:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 RECONSTRUCTIONS = ("ls", "bias", "off")  # least-squares refit, FLAP's bias, nothing
+TARGETS = ("local", "dense")  # what a refit reproduces: W x on the pruned inputs, or the dense model's own output
 DEFAULT_DAMPING = 1e-2
 GRAM_ROWS = 2048  # token rows converted to fp32 at once (bounds the temporary: 2048 x 28672 x 4 B = 235 MB)
 
@@ -96,14 +97,34 @@ class InputGram:
         return kept_statistics_from_gram(self.finish(), weight, bias, kept)
 
 
+class OutputCross:
+    """C = sum y [x;1]^T (out x (n+1), fp32) for targets y other than the projection's own output
+    (`target=dense`): with the Gram, the refit of any kept set follows (C[:, k])."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self.matrix: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        n = self.width
+        if self.matrix is None:
+            self.matrix = torch.zeros(y.shape[-1], n + 1, dtype=torch.float32, device=x.device)
+        for rows, out in zip(_rows(x), _rows(y.to(x.device))):
+            self.matrix[:, :n].addmm_(out.T, rows)
+            self.matrix[:, n] += out.sum(dim=0)
+
+
 def kept_statistics_from_gram(gram: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                              kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                              kept: torch.Tensor, cross: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A = G[k,k] and C = [W b] G[:,k] (k: the kept columns and the constant), in fp64; G's rows are
-    read in blocks so that no fp64 copy of the whole Gram is made (at 70B that alone is 6.6 GB)."""
+    read in blocks so that no fp64 copy of the whole Gram is made (at 70B that alone is 6.6 GB).
+    With `cross` (an OutputCross matrix: other targets than W x), C = cross[:, k]."""
     n = weight.shape[1]
     device = weight.device
     kz = torch.cat([kept, torch.tensor([n])]).to(gram.device)
     a = gram.index_select(0, kz).index_select(1, kz).to(device=device, dtype=torch.float64)
+    if cross is not None:
+        return a, cross.index_select(1, kz.to(cross.device)).to(device=device, dtype=torch.float64)
     w = _augmented(weight, bias)
     c = torch.zeros(w.shape[0], kz.numel(), dtype=torch.float64, device=device)
     for start in range(0, n + 1, GRAM_ROWS):  # G's rows in blocks, brought to the weight's device one at a time
@@ -128,7 +149,7 @@ class KeptStatistics:
         self.a: torch.Tensor | None = None
         self.c: torch.Tensor | None = None
 
-    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, y: torch.Tensor, *_) -> None:
         k = self.kept.numel()
         if self.a is None:
             self.a = torch.zeros(k + 1, k + 1, dtype=torch.float32, device=x.device)

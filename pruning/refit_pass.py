@@ -13,6 +13,11 @@ the layer runs), so the same model serves the next plan. Memory: one layer's sta
 windows' hidden states; one forward's worth of compute plus about 1.5 layer-forwards per layer.
 Calibrating on the *dense* model's inputs instead is what Týr-the-Pruner's ablation shows failing
 (538 vs 58 PPL at 50%); `sequential=False` exists to measure that (tests, benchmarks).
+
+What the refit reproduces (`target`): `local`, the dense projection applied to these (pruned)
+inputs, W x; or `dense`, what the dense model's projection outputs at this point of the dense
+model's own forward, so each refit also makes up for what earlier layers lost (one more dense
+layer-forward per layer, and a dense stream of hidden states beside the pruned one).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from pruning.data import TokenWindows
 from pruning.layer_stream import LayerStream
 from pruning.masking import refit_swapped
 from pruning.placement import execution_device, materialized
-from pruning.reconstruction import KeptStatistics, LayerRefit, solve_refit
+from pruning.reconstruction import TARGETS, KeptStatistics, LayerRefit, solve_refit
 from pruning.selection import LayerSelection, column_indices
 
 
@@ -33,22 +38,29 @@ class SequentialRefit:
     """Re-fits layer after layer; call `layer(i)` for i = 0, 1, ... (or `all()`)."""
 
     def __init__(self, model, selections: list[LayerSelection], windows: TokenWindows, damping: float,
-                 batch_size: int = 4, sequential: bool = True):
+                 batch_size: int = 4, sequential: bool = True, target: str = "local"):
+        if target not in TARGETS:
+            raise ValueError(f"--reconstruct-target must be one of {', '.join(TARGETS)}, not {target!r}")
         self.model = model
         self.adapter = DecoderAdapter(model)
         self.selections = selections
         self.damping = damping
         self.sequential = sequential
         self.stream = LayerStream(model, windows, batch_size)
+        # target "dense": a second stream runs the dense model alongside, and its projections' outputs are what
+        # the refits reproduce (so a layer also makes up for what the pruned layers before it lost)
+        self.dense = self.stream.fork() if target == "dense" else None
 
     def layer(self, i: int) -> LayerRefit:
         sel = self.selections[i]
         refit = LayerRefit()
+        o, down = self.adapter.o_proj(i), self.adapter.down_proj(i)
+        targets = self.dense.outputs(i, [o, down]) if self.dense is not None else (None, None)
         if sel.removes_heads:
             kept = column_indices(sel.kept_heads, self.adapter.head_dim)
-            refit.o_proj = self._refit(i, self.adapter.o_proj(i), kept, LayerRefit())
+            refit.o_proj = self._refit(i, o, kept, LayerRefit(), targets[0])
         if sel.removes_channels:
-            refit.down_proj = self._refit(i, self.adapter.down_proj(i), sel.kept_channels, refit)
+            refit.down_proj = self._refit(i, down, sel.kept_channels, refit, targets[1])
         if self.sequential:  # the pruned, re-fitted layer moves the windows on
             with refit_swapped(self.model, i, refit):
                 self.stream.run(i, advance=True)
@@ -56,11 +68,17 @@ class SequentialRefit:
             self.stream.run(i, advance=True)
         return refit
 
-    def _refit(self, i: int, projection, kept: torch.Tensor, behind: LayerRefit):
-        """Re-fit one projection of layer i, measured with `behind` (the layer's refits so far) in place."""
+    def _refit(self, i: int, projection, kept: torch.Tensor, behind: LayerRefit, targets=None):
+        """Re-fit one projection of layer i, measured with `behind` (the layer's refits so far) in
+        place; targets: per batch, what its output should be (default: the dense projection's own
+        output on these inputs)."""
         statistics = KeptStatistics(kept)
+
+        def sink(x, y, k):
+            statistics.add(x, y if targets is None else targets[k])
+
         with refit_swapped(self.model, i, behind):
-            self.stream.observe(i, projection, statistics.add)
+            self.stream.observe(i, projection, sink)
         with materialized(projection):
             dtype = projection.weight.dtype
         device = execution_device(projection)

@@ -34,7 +34,8 @@ from pruning.genome import LayerPlan, PruningPlan
 from pruning.layer_stream import LayerStream
 from pruning.masking import refit_swapped
 from pruning.placement import execution_device, materialized
-from pruning.reconstruction import InputGram, LayerRefit, ProjectionRefit, kept_statistics_from_gram, solve_refit
+from pruning.reconstruction import (InputGram, LayerRefit, OutputCross, ProjectionRefit, kept_statistics_from_gram,
+                                   solve_refit)
 from pruning import obs
 from pruning.importance import OBS_PENDING, ImportanceScores
 from pruning.selection import LayerSelection, column_indices, select_layer
@@ -72,7 +73,8 @@ class RefitTable:
         folder = None
         if r.cache_dir is not None:
             metric = "obs" if obs else context.scores.metric
-            folder = Path(r.cache_dir) / table_key(r.stats_key, metric, reference, r.calibration, r.damping, context.space)
+            folder = Path(r.cache_dir) / table_key(r.stats_key, metric, reference, r.calibration, r.damping, context.space,
+                                                   r.target)
             if (folder / "done.json").exists():
                 scores = torch.load(folder / "scores.pt", weights_only=False) if obs else context.scores
                 return cls(context, None, r.damping, folder, reference), scores
@@ -80,29 +82,31 @@ class RefitTable:
         model, space = context.model, context.space
         adapter = DecoderAdapter(model)
         stream = LayerStream(model, r.calibration, r.batch_size)
+        dense = stream.fork() if r.target == "dense" else None  # the dense model's own stream (pruning/refit_pass.py)
         grams, layer_scores = [], []
         for i in range(adapter.num_layers):
             scores_i = context.scores.layers[i]
-            g_o = _gram(stream, i, adapter.o_proj(i))
+            o, down = adapter.o_proj(i), adapter.down_proj(i)
+            targets = dense.outputs(i, [o, down]) if dense is not None else (None, None)
+            g_o = _gram(stream, i, o, targets[0])
             if obs:
                 scores_i = replace(scores_i, head_scores=_obs_heads(adapter, space, i, g_o, r.damping))
             sel = select_layer(i, reference.layers[i], scores_i, space)
             refit = LayerRefit()
             if sel.removes_heads:
-                refit.o_proj = _solve_from_gram(adapter.o_proj(i), g_o, column_indices(sel.kept_heads, adapter.head_dim),
-                                                r.damping)
+                refit.o_proj = _solve_from_gram(o, g_o, column_indices(sel.kept_heads, adapter.head_dim), r.damping)
             with refit_swapped(model, i, refit):
-                g_d = _gram(stream, i, adapter.down_proj(i))
+                g_d = _gram(stream, i, down, targets[1])
             if obs:
                 scores_i = replace(scores_i, channel_scores=_obs_channels(adapter, space, i, g_d, r.damping))
                 sel = select_layer(i, reference.layers[i], scores_i, space)
             if sel.removes_channels:
-                refit.down_proj = _solve_from_gram(adapter.down_proj(i), g_d, sel.kept_channels, r.damping)
+                refit.down_proj = _solve_from_gram(down, g_d, sel.kept_channels, r.damping)
             with refit_swapped(model, i, refit):
                 stream.run(i, advance=True)
             layer_scores.append(scores_i)
             pair = (g_o, g_d)
-            del g_o, g_d
+            del g_o, g_d, targets
             if folder is not None:
                 torch.save(pair, folder / f"layer-{i:04d}.pt")
             grams.append(None if folder is not None else pair)
@@ -143,8 +147,8 @@ class RefitTable:
         if key in self._solved:
             self._solved.move_to_end(key)
             return self._solved[key]
-        g_o, g_d = self.grams(i)
-        refit = _solve_from_gram(projection, g_o if which == "o" else g_d, kept(), self.damping)
+        s_o, s_d = self.grams(i)
+        refit = _solve_from_gram(projection, s_o if which == "o" else s_d, kept(), self.damping)
         self.solves += 1
         self._solved[key] = refit
         self._solved_bytes += refit.nbytes
@@ -154,43 +158,70 @@ class RefitTable:
         return refit
 
 
-def _gram(stream: LayerStream, i: int, projection) -> torch.Tensor:
-    """The projection's input Gram over the windows, accumulated where the layer computes, then kept
-    in CPU RAM (on a GPU it would sit beside the solve: 3.3 GB for a 70B down_proj)."""
+Statistics = tuple  # (G, cross or None): the input Gram, and C for the dense target (pruning/reconstruction.py)
+
+
+def _gram(stream: LayerStream, i: int, projection, targets=None) -> Statistics:
+    """The projection's input Gram over the windows (and with `targets`, the cross term with them),
+    accumulated where the layer computes, then kept in CPU RAM (on a GPU it would sit beside the
+    solve: 3.3 GB for a 70B down_proj)."""
     gram = InputGram(projection.in_features)
-    stream.observe(i, projection, lambda x, _y: gram.add(x))
-    return gram.finish().cpu()
+    cross = OutputCross(projection.in_features) if targets is not None else None
+
+    def sink(x, _y, k):
+        gram.add(x)
+        if cross is not None:
+            cross.add(x, targets[k])
+
+    stream.observe(i, projection, sink)
+    return gram.finish().cpu(), None if cross is None else cross.matrix.cpu()
 
 
-def _solve_from_gram(projection, gram: torch.Tensor, kept: torch.Tensor, damping: float) -> ProjectionRefit:
+def _solve_from_gram(projection, statistics: Statistics, kept: torch.Tensor, damping: float) -> ProjectionRefit:
     """A and C from the Gram (read in row blocks, wherever it lives), then the solve on the weight's
     device: no whole-Gram copy on the GPU."""
+    gram, cross = statistics
     device = execution_device(projection)
     with materialized(projection):
         weight, bias = projection.weight, projection.bias
-        a, c = kept_statistics_from_gram(gram, weight, bias, kept)
+        a, c = kept_statistics_from_gram(gram, weight, bias, kept, cross)
         dtype = weight.dtype
     return solve_refit(a, c, kept, damping, device=device, dtype=dtype)
 
 
-def _obs_heads(adapter, space, i: int, gram: torch.Tensor, damping: float) -> torch.Tensor:
+def _full_weight(projection, statistics: Statistics, damping: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight OBS starts from: the projection's own (local target), or for the dense target the
+    least-squares fit with every input kept (then OBS on it is exact: the error splits into the
+    full fit's and the removal's)."""
+    gram, cross = statistics
+    with materialized(projection):
+        if cross is None:
+            return projection.weight, projection.bias
+        everything = torch.arange(projection.in_features)
+        full = _solve_from_gram(projection, statistics, everything, damping)
+        return full.weight, full.bias
+
+
+def _obs_heads(adapter, space, i: int, statistics: Statistics, damping: float) -> torch.Tensor:
     layer = space.shape.layers[i]
     o = adapter.o_proj(i)
+    weight, bias = _full_weight(o, statistics, damping)
     with materialized(o):
-        return obs.head_scores(gram.to(execution_device(o)), o.weight, o.bias, layer.num_key_value_heads,
+        return obs.head_scores(statistics[0].to(execution_device(o)), weight, bias, layer.num_key_value_heads,
                                layer.queries_per_group, adapter.head_dim, space.query_mode(layer), damping)
 
 
-def _obs_channels(adapter, space, i: int, gram: torch.Tensor, damping: float) -> torch.Tensor:
+def _obs_channels(adapter, space, i: int, statistics: Statistics, damping: float) -> torch.Tensor:
     down = adapter.down_proj(i)
     max_removed = (space.mlp_units(i) - 1) * space.mlp_unit  # every layer keeps one unit
+    weight, bias = _full_weight(down, statistics, damping)
     with materialized(down):
-        return obs.channel_scores(gram.to(execution_device(down)), down.weight, down.bias, space.mlp_unit,
+        return obs.channel_scores(statistics[0].to(execution_device(down)), weight, bias, space.mlp_unit,
                                   max_removed, damping)
 
 
 def table_key(stats_key: str, metric: str, reference: PruningPlan, windows: TokenWindows, damping: float,
-              space) -> str:
+              space, target: str) -> str:
     payload = json.dumps([stats_key, metric, reference.key(), windows.source, windows.split, len(windows),
-                          windows.seqlen, damping, space.gqa, space.mlp_unit, 1])
+                          windows.seqlen, damping, space.gqa, space.mlp_unit, target, 2])
     return "table-" + hashlib.sha256(payload.encode()).hexdigest()[:20]

@@ -68,8 +68,8 @@ def test_reconstruction_beats_masks_and_sequential_beats_dense_inputs():
     for i, (seq, naive) in enumerate(zip(sequential, dense_inputs)):
         errors = {"sequential": 0.0, "dense inputs": 0.0}
 
-        def sink(x_in, y, refits=(("sequential", seq.down_proj), ("dense inputs", naive.down_proj))):
-            for name, refit in refits:
+        def sink(x_in, y, _batch):
+            for name, refit in (("sequential", seq.down_proj), ("dense inputs", naive.down_proj)):
                 rebuilt = x_in[..., refit.kept] @ refit.weight.T + refit.bias
                 errors[name] += (rebuilt - y).pow(2).sum().item()
 
@@ -80,6 +80,25 @@ def test_reconstruction_beats_masks_and_sequential_beats_dense_inputs():
         with refit_swapped(model, i, seq):
             stream.run(i, advance=True)
     assert worse_somewhere  # the two calibrations really differ downstream
+
+
+def test_the_dense_target_makes_up_for_earlier_layers():
+    """Layer 0 sees the dense inputs either way; later layers, refitted to the dense model's own
+    outputs, leave the pruned model closer to the dense one on the calibration windows."""
+    model = tiny_llama(seed=7)
+    context = make_context(model, "query", "wanda-sp", "ls", calibration_windows=16)
+    selections = context.selections(PLAN)
+    calibration = context.reconstruction.calibration
+    local = SequentialRefit(model, selections, calibration, 1e-3, target="local").all()
+    dense = SequentialRefit(model, selections, calibration, 1e-3, target="dense").all()
+    assert torch.allclose(local[0].o_proj.weight, dense[0].o_proj.weight, atol=1e-4)
+    x = calibration.input_ids
+    reference = logits(model, x)
+    errors = {}
+    for name, refits in (("local", local), ("dense", dense)):
+        with masked(model, selections, refits=refits):
+            errors[name] = (logits(model, x) - reference).pow(2).mean().item()
+    assert errors["dense"] < errors["local"], errors
 
 
 @pytest.mark.parametrize("gqa", ["query", "group"])
@@ -101,16 +120,18 @@ def test_masked_equals_sliced_equals_in_place_with_refitted_weights(gqa):
     assert sliced.model.layers[untouched].self_attn.o_proj.bias is None  # no head removed there: no refit
 
 
-def test_the_refit_table_is_exact_at_its_reference_and_close_elsewhere():
+@pytest.mark.parametrize("target", ["local", "dense"])
+def test_the_refit_table_is_exact_at_its_reference_and_close_elsewhere(target):
     model = tiny_llama(seed=4)
     context = make_context(model, "query", "wanda-sp", "ls", calibration_windows=8)
+    context.reconstruction.target = target
     budget = budget_from_args(context.space.shape, None, 0.35, context.space.min_total_params("layer"))
     context.prepare_for(budget)
     reference = context.uniform_plan(budget)
     assert context.table.is_exact_for(reference)
     selections = context.selections(reference)
     from_table = context.table.refits(reference, selections)
-    exact = SequentialRefit(model, selections, context.reconstruction.calibration, 1e-2).all()
+    exact = SequentialRefit(model, selections, context.reconstruction.calibration, 1e-2, target=target).all()
     for a, b in zip(from_table, exact):
         for p, q in ((a.o_proj, b.o_proj), (a.down_proj, b.down_proj)):
             assert (p is None) == (q is None)
@@ -156,9 +177,11 @@ def test_obs_scores_reproduce_the_greedy_order_and_beat_magnitude_under_the_refi
     assert refit_error(obs_kept) < refit_error(magnitude_kept)
 
 
-def test_obs_metric_needs_the_reference_pass_and_then_selects():
+@pytest.mark.parametrize("target", ["local", "dense"])
+def test_obs_metric_needs_the_reference_pass_and_then_selects(target):
     model = tiny_llama(seed=5)
     context = make_context(model, "query", "obs", "ls", calibration_windows=8)
+    context.reconstruction.target = target
     with pytest.raises(ValueError, match="reference pass"):
         context.selections(PLAN)
     budget = budget_from_args(context.space.shape, None, 0.35, context.space.min_total_params("layer"))
