@@ -65,10 +65,6 @@ class RunConfig:
                               default="ls", choices=["ls", "bias", "off"])
     reconstruct_damping: float = option("pruning", "ridge damping of the refit, relative to the mean input energy",
                                         default=1e-2, type=float)
-    reconstruct_target: str = option("pruning", "what the refit reproduces: local (the dense projection on the pruned "
-                                     "model's inputs) or dense (the dense model's own outputs there: also makes up for "
-                                     "earlier layers' loss, one more dense forward)", default="local",
-                                     choices=["local", "dense"])
     calib_data: str = option("pruning", "wikitext2 (validation split), c4, or a text file", default="wikitext2")
     calib_samples: int = option("pruning", "calibration windows", default=64, type=int)
     calib_seqlen: int = option("pruning", "calibration window length in tokens", default=512, type=int)
@@ -149,7 +145,7 @@ class RunConfig:
 
         return PruneSettings(metric=self.metric, granularity=self.granularity, gqa=self.gqa, mlp_unit=self.mlp_unit,
                              min_rate=self.min_rate, max_rate=self.max_rate, reconstruct=self.reconstruct,
-                             reconstruct_damping=self.reconstruct_damping, reconstruct_target=self.reconstruct_target,
+                             reconstruct_damping=self.reconstruct_damping,
                              calib_data=self.calib_data, calib_samples=self.calib_samples, calib_seqlen=self.calib_seqlen,
                              data_dir=self.data_dir, batch_size=self.batch_size, seed=self.seed)
 

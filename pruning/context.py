@@ -46,7 +46,9 @@ class Reconstruction:
 
     mode: str = "off"  # ls | bias | off
     damping: float = DEFAULT_DAMPING
-    target: str = "local"  # what a refit reproduces (pruning/refit_pass.py): local W x, or the dense model's output
+    # what a refit reproduces (pruning/refit_pass.py): local W x, or the dense model's own output. Not a
+    # command-line option: measured worse on SmolLM2-135M at rate 0.35 (test PPL 148 vs 64; BENCHMARKS.md)
+    target: str = "local"
     calibration: TokenWindows | None = None  # the windows the refit calibrates on (validation split)
     batch_size: int = 4
     cache_dir: Path | None = None  # refit tables on disk (None: in memory)
@@ -59,7 +61,7 @@ class Reconstruction:
         if not 0 < self.damping < 10:
             raise ValueError(f"--reconstruct-damping must be in (0, 10), not {self.damping}")
         if self.target not in TARGETS:
-            raise ValueError(f"--reconstruct-target must be one of {', '.join(TARGETS)}, not {self.target!r}")
+            raise ValueError(f"reconstruction target must be one of {', '.join(TARGETS)}, not {self.target!r}")
 
 
 @dataclass

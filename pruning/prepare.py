@@ -25,7 +25,6 @@ class PruneSettings:
     max_rate: float = 0.9
     reconstruct: str = "ls"  # ls: least-squares refit of o_proj/down_proj; bias: FLAP's compensation; off
     reconstruct_damping: float = DEFAULT_DAMPING
-    reconstruct_target: str = "local"  # what the refit reproduces (pruning/refit_pass.py)
     calib_data: str = "wikitext2"  # validation split; or "c4", or a text file
     calib_samples: int = 64
     calib_seqlen: int = 512
@@ -75,8 +74,8 @@ def prepare(model, tokenizer, settings: PruneSettings, progress=None, calibratio
     space = make_space(model, settings)
     if calibration is None:
         calibration = calibration_windows(tokenizer, settings)
-    reconstruction = Reconstruction(settings.reconstruct, settings.reconstruct_damping, settings.reconstruct_target,
-                                    calibration, settings.batch_size, Path(cache_dir()) / "refit")
+    reconstruction = Reconstruction(settings.reconstruct, settings.reconstruct_damping, calibration=calibration,
+                                    batch_size=settings.batch_size, cache_dir=Path(cache_dir()) / "refit")
     return build_context(model, space, settings.metric, calibration, Path(cache_dir()) / "stats",
                          calibration_seed=settings.seed, batch_size=settings.batch_size, progress=progress,
                          reconstruction=reconstruction)

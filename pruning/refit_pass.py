@@ -17,7 +17,9 @@ Calibrating on the *dense* model's inputs instead is what Týr-the-Pruner's abla
 What the refit reproduces (`target`): `local`, the dense projection applied to these (pruned)
 inputs, W x; or `dense`, what the dense model's projection outputs at this point of the dense
 model's own forward, so each refit also makes up for what earlier layers lost (one more dense
-layer-forward per layer, and a dense stream of hidden states beside the pruned one).
+layer-forward per layer, and a dense stream of hidden states beside the pruned one). Measured on
+SmolLM2-135M at rate 0.35, uniform: test PPL 64.1 local vs 147.8 dense (sublayer outputs matched to
+the dense model's while the residual stream beside them is not); `local` is what runs.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ class SequentialRefit:
     def __init__(self, model, selections: list[LayerSelection], windows: TokenWindows, damping: float,
                  batch_size: int = 4, sequential: bool = True, target: str = "local"):
         if target not in TARGETS:
-            raise ValueError(f"--reconstruct-target must be one of {', '.join(TARGETS)}, not {target!r}")
+            raise ValueError(f"reconstruction target must be one of {', '.join(TARGETS)}, not {target!r}")
         self.model = model
         self.adapter = DecoderAdapter(model)
         self.selections = selections
