@@ -16,14 +16,16 @@ from tests.tiny import FAMILY_NAMES, tiny_family_model, tiny_inputs
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-@pytest.mark.parametrize("gqa", ["query", "group"])
-def test_masked_equals_sliced_and_reload(family, gqa, tmp_path):
+@pytest.mark.parametrize("gqa,reconstruct", [("query", "bias"), ("group", "bias"), ("query", "ls")])
+def test_masked_equals_sliced_and_reload(family, gqa, reconstruct, tmp_path):
+    """ls: the layer stream calls each family's layers as its model does (Gemma-3's per-layer-type
+    masks and rotary embeddings, Phi-3's fused projections) and the refits survive the reload."""
     from transformers import AutoModelForCausalLM
 
     model = tiny_family_model(family)
     dense_params = sum(p.numel() for p in model.parameters())
     assert DecoderAdapter(model).shape().total_params() == dense_params  # counting knows the family's norms
-    context = make_context(model, gqa, "flap", True)
+    context = make_context(model, gqa, "flap", reconstruct)
     budget = budget_from_args(context.space.shape, None, 0.4, context.space.min_total_params("module"))
     result = repair(Genome("module", (0.3, 0.6, 0.1, 0.5, 0.2, 0.5, 0.4, 0.7)), context.space, budget)
     assert len({p.attn_units_removed for p in result.plan.layers}) > 1
@@ -81,3 +83,27 @@ def test_random_weights_norms_scale_by_one(family, identity, tmp_path):
                        tokenizer=byte_tokenizer()).model  # the tiny vocabulary is too small for bytes
     norms = [p for name, p in model.named_parameters() if name.endswith("norm.weight")]
     assert norms and all(torch.all(p == identity) for p in norms)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_the_layer_stream_calls_every_layer_as_the_model_does(family):
+    """Reconstruction streams windows one layer at a time: each layer's output must be what the
+    model's own forward gives (Gemma-3's sliding and full layers get their own masks and rotary
+    embeddings; windows longer than the sliding window)."""
+    from pruning.data import TokenWindows
+    from pruning.layer_stream import LayerStream
+
+    model = tiny_family_model(family)
+    x = tiny_inputs(3, 24)
+    expected = []
+    handles = [layer.register_forward_hook(lambda _m, _a, out: expected.append(out[0] if isinstance(out, tuple) else out))
+               for layer in model.model.layers]
+    with torch.no_grad():
+        model.model(input_ids=x, use_cache=False)
+    for handle in handles:
+        handle.remove()
+    stream = LayerStream(model, TokenWindows(x, "random", "calib"), batch_size=2)  # two batches of different sizes
+    for i in range(len(model.model.layers)):
+        stream.run(i, advance=True)
+        got = torch.cat(stream.hidden)
+        assert torch.allclose(got, expected[i], atol=1e-5, rtol=1e-5), (family, i)
