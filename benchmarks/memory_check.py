@@ -56,13 +56,16 @@ def identical(a: Path, b: Path) -> bool:
 
 SAVED_CONFIG = {**CONFIG, "hidden_size": 2048, "intermediate_size": 5632, "num_attention_heads": 16,
                 "num_key_value_heads": 4, "num_hidden_layers": 12}
+SAVED_MAKE = ("import sys; sys.path.insert(0, {root!r}); from pruning.loading import byte_tokenizer, load_model; "
+              "m = load_model({model!r}, device='cpu', random_weights=True, dtype={dtype!r}).model; "
+              "m.save_pretrained({model!r}); byte_tokenizer().save_pretrained({model!r})")
 SAVED_LOAD_ONLY = ("import sys; sys.path.insert(0, {root!r}); import commands.search, commands.prune; "
                    "from pruning.loading import load_model; load_model({model!r}, device='cpu')")
 
 
 def saved_checkpoint_check(out: Path, calib_samples: int) -> int:
     """The search on a checkpoint read from disk (see the module's docstring)."""
-    from pruning.loading import load_model, resolve_dtype
+    from pruning.loading import resolve_dtype
 
     work = Path(tempfile.mkdtemp(prefix="memory-saved-"))
     model_dir = work / "model"
@@ -71,9 +74,12 @@ def saved_checkpoint_check(out: Path, calib_samples: int) -> int:
     dtype = resolve_dtype("auto", "cpu")
     results: dict = {"machine": machine(), "config": SAVED_CONFIG, "dtype": str(dtype), "calib_samples": calib_samples}
     try:
-        loaded = load_model(str(model_dir), device="cpu", random_weights=True, dtype=dtype)
-        loaded.model.save_pretrained(model_dir)  # safetensors, in the dtype the CLI will compute in
-        del loaded
+        # safetensors in the dtype the CLI will compute in, and a tokenizer, made by another process: a
+        # child's peak RSS counts what its parent held when it was started
+        made = run(["-c", SAVED_MAKE.format(root=str(ROOT), model=str(model_dir), dtype=str(dtype).split(".")[-1])],
+                   work / "make.log", script=None)
+        if made["returncode"]:
+            raise RuntimeError(f"making the checkpoint failed: {(work / 'make.log').read_text()[-2000:]}")
         results["load_only"] = run(["-c", SAVED_LOAD_ONLY.format(root=str(ROOT), model=str(model_dir))],
                                    work / "load.log", script=None)
         results["search"] = run(["--model", str(model_dir), "--budget", "50%", "--agent", "classic",

@@ -32,7 +32,8 @@ from pruning.importance import (
     stats_cache_key,
 )
 from pruning.masking import masked
-from pruning.reconstruction import DEFAULT_DAMPING, RECONSTRUCTIONS, TARGETS, LayerRefit
+from pruning.reconstruction import (DEFAULT_DAMPING, RECONSTRUCTIONS, TARGETS, LayerRefit, refits_from_state,
+                                   refits_state)
 from pruning.selection import LayerSelection, compensation_biases, select
 from pruning.space import PruningSpace
 from pruning.surgery import prune_in_place, prune_model
@@ -142,14 +143,14 @@ class PruningContext:
         if r.exact_cache is not None:
             path = Path(r.exact_cache) / f"exact-{_exact_key(r, self.scores.metric, self.space, plan)}.pt"
             if path.exists():
-                return torch.load(path, weights_only=False)
+                return refits_from_state(torch.load(path, weights_only=True))
         refits = SequentialRefit(self.model, selections, r.calibration, r.damping, r.batch_size,
                                  target=r.target).all(progress)
         if sum(layer.nbytes for layer in refits) <= EXACT_CACHE_BYTES:
             self._exact = {key: refits}  # the last plan only: finalize asks twice (measure, then prune)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(refits, path.with_suffix(".tmp"))
+                torch.save(refits_state(refits), path.with_suffix(".tmp"))
                 path.with_suffix(".tmp").replace(path)
         return refits
 

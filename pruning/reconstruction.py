@@ -62,6 +62,21 @@ class LayerRefit:
         return sum(p.nbytes for p in (self.o_proj, self.down_proj) if p is not None)
 
 
+def refits_state(refits: list[LayerRefit]) -> list:
+    """Refits as plain tensors (a file torch.load reads with weights_only=True)."""
+    def one(p):
+        return None if p is None else (p.kept, p.weight, p.bias)
+
+    return [(one(r.o_proj), one(r.down_proj)) for r in refits]
+
+
+def refits_from_state(state: list) -> list[LayerRefit]:
+    def one(p):
+        return None if p is None else ProjectionRefit(*p)
+
+    return [LayerRefit(one(o), one(down)) for o, down in state]
+
+
 def _rows(x: torch.Tensor):
     """An input batch as fp32 chunks of token rows."""
     flat = x.detach().reshape(-1, x.shape[-1])

@@ -13,9 +13,11 @@ table did not measure (Týr-the-Pruner's "expectation" error accumulation, 66.4 
 the ideal). Finalize always re-fits the chosen plan exactly; the gap between the two is measured
 (BENCHMARKS.md) and reported per run.
 
-Where G lives: CPU RAM, or one file per layer under a cache folder, memory-mapped on use (at 70B
-G is 3.6 GB per layer in fp32, 288 GB in all: disk). Files are keyed by the model, the
-calibration sample, the importance scores and the reference plan.
+Where G lives: CPU RAM, or one file per layer under a cache folder, memory-mapped on use (at
+LLaMA-2-70B G is 3.6 GB per layer in fp32, 265 GiB in all: disk). Files are keyed by the model,
+the calibration sample, the importance scores, the reference plan and the damping. With the
+`dense` reconstruction target (an engine parameter, measured worse) each projection also keeps
+the cross term with the dense model's outputs.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from pruning.placement import execution_device, materialized
 from pruning.reconstruction import (InputGram, LayerRefit, OutputCross, ProjectionRefit, kept_statistics_from_gram,
                                    solve_refit)
 from pruning import obs
-from pruning.importance import OBS_PENDING, ImportanceScores
+from pruning.importance import OBS_PENDING, ImportanceScores, LayerImportance
 from pruning.selection import LayerSelection, column_indices, select_layer
 
 SOLVED_CACHE_BYTES = 2**30  # solved (layer, level) refits kept for reuse, least recently used dropped first
@@ -76,7 +78,7 @@ class RefitTable:
             folder = Path(r.cache_dir) / table_key(r.stats_key, metric, reference, r.calibration, r.damping, context.space,
                                                    r.target)
             if (folder / "done.json").exists():
-                scores = torch.load(folder / "scores.pt", weights_only=False) if obs else context.scores
+                scores = _load_scores(folder / "scores.pt") if obs else context.scores
                 return cls(context, None, r.damping, folder, reference), scores
             folder.mkdir(parents=True, exist_ok=True)
         model, space = context.model, context.space
@@ -115,7 +117,7 @@ class RefitTable:
         scores = ImportanceScores("obs", layer_scores) if obs else context.scores
         if folder is not None:
             if obs:
-                torch.save(scores, folder / "scores.pt")
+                _save_scores(scores, folder / "scores.pt")
             (folder / "done.json").write_text(json.dumps({"layers": adapter.num_layers, "tokens": stream.tokens,
                                                           "reference": reference.to_list()}))
             grams = None
@@ -218,6 +220,16 @@ def _obs_channels(adapter, space, i: int, statistics: Statistics, damping: float
     with materialized(down):
         return obs.channel_scores(statistics[0].to(execution_device(down)), weight, bias, space.mlp_unit,
                                   max_removed, damping)
+
+
+def _save_scores(scores: ImportanceScores, path: Path) -> None:
+    torch.save({"metric": scores.metric, "layers": [(l.head_scores, l.channel_scores, l.head_input_mean,
+                                                     l.channel_input_mean) for l in scores.layers]}, path)
+
+
+def _load_scores(path: Path) -> ImportanceScores:
+    data = torch.load(path, weights_only=True)
+    return ImportanceScores(data["metric"], [LayerImportance(*layer) for layer in data["layers"]])
 
 
 def table_key(stats_key: str, metric: str, reference: PruningPlan, windows: TokenWindows, damping: float,

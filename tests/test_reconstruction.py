@@ -213,3 +213,19 @@ def test_runs_stored_before_reconstruction_resume_as_they_ran():
     assert RunConfig.from_dict({}).reconstruct == "ls"  # today's default for new runs
     resumed = RunConfig(max_memory="0=70GiB").resumed({"bias_compensation": "off", "metric": "wanda-sp"})
     assert resumed.reconstruct == "off" and resumed.max_memory == "0=70GiB"
+
+
+def test_exact_refits_cached_on_disk_come_back_identical(tmp_path):
+    model = tiny_llama(seed=8)
+    context = make_context(model, "query", "wanda-sp", "ls")
+    context.reconstruction.exact_cache = tmp_path
+    selections = context.selections(PLAN)
+    first = context.exact_refits(PLAN, selections)
+    assert len(list(tmp_path.glob("exact-*.pt"))) == 1
+    context._exact = {}  # as a new process would start
+    again = context.exact_refits(PLAN, selections)
+    for a, b in zip(first, again):
+        for p, q in ((a.o_proj, b.o_proj), (a.down_proj, b.down_proj)):
+            assert (p is None) == (q is None)
+            if p is not None:
+                assert torch.equal(p.kept, q.kept) and torch.equal(p.weight, q.weight) and torch.equal(p.bias, q.bias)
