@@ -20,6 +20,7 @@ from pruning.genome import PruningPlan
 from pruning.perplexity import lm_head_chunk
 from pruning.importance import STAT_ROWS
 from pruning.placement import Placement, parse_size, torch_device_name
+from pruning.reconstruction import GRAM_ROWS, SOLVE_ROWS
 from pruning.repair import repair
 from pruning.space import PruningSpace
 
@@ -82,10 +83,10 @@ def activation_bytes(space: PruningSpace, tokens: int, dtype_bytes: int) -> int:
 def refit_bytes(space: PruningSpace, plan, run: RunShape, dtype_bytes: int, table: bool) -> int:
     """The least-squares reconstruction's working set on the computing device: the calibration
     windows' hidden states, one batch's layer activations, and the largest projection's statistics
-    and fp64 solve (pruning/reconstruction.py). The exact refit holds A = (k+1)^2 and C = out x (k+1)
-    in fp32 while it solves with their fp64 copies (factored and solved in place); the table's
-    reference pass accumulates the whole Gram (n+1)^2 in fp32, moves it to CPU RAM, then builds the
-    fp64 A and C from it block by block."""
+    and fp64 solve (pruning/reconstruction.py). The exact refit accumulates A = (k+1)^2 and
+    C = out x (k+1) in fp32, parks them in CPU RAM (GPU) and solves with A's fp64 factor and C's
+    fp64 transpose SOLVE_ROWS outputs at a time; the table's reference pass accumulates the whole
+    Gram (n+1)^2 in fp32, moves it to CPU RAM, then builds the fp64 A and C from it block by block."""
     shape = space.shape
     hidden = run.calib_samples * run.calib_seqlen * shape.hidden_size * dtype_bytes
     work = activation_bytes(space, run.batch_size * run.calib_seqlen, dtype_bytes)
@@ -95,11 +96,11 @@ def refit_bytes(space: PruningSpace, plan, run: RunShape, dtype_bytes: int, tabl
     for dense, after in zip(shape.layers, pruned.layers):
         for n, k in ((dense.num_attention_heads * shape.head_dim, after.num_attention_heads * shape.head_dim),
                      (dense.intermediate_size, after.intermediate_size)):
-            solve = ((k + 1) ** 2 + out * (k + 1)) * 8  # A factored in place, C^T solved in place
+            solve = (k + 1) ** 2 * 8 + SOLVE_ROWS * (k + 1) * 12  # the factor and one block (the result waits in RAM)
             if table:
-                need = max((n + 1) ** 2 * 4, solve + out * (k + 1) * 8 + 2048 * (k + 1) * 8)
-            else:  # fp32 A and C while accumulating; then A in fp64 (fp32 freed) beside fp32 C
-                need = max(((k + 1) ** 2 + out * (k + 1)) * 4 + (k + 1) ** 2 * 8, solve + out * (k + 1) * 4)
+                need = max((n + 1) ** 2 * 4, solve + out * (k + 1) * 8)
+            else:
+                need = max(((k + 1) ** 2 + out * (k + 1)) * 4 + GRAM_ROWS * (k + 1 + out) * 4, solve)
             largest = max(largest, need)
     return hidden + work + largest
 
