@@ -375,7 +375,8 @@ def main() -> int:
     parser.add_argument("--rates", default="0.2,0.35,0.1,0.5", help="run in this order (a run cut short keeps the first)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds per search method")
     parser.add_argument("--methods", default=None, help="comma list (default: all)")
-    parser.add_argument("--stages", default=",".join(STAGES), help="ppl (incl. the searches), timing, zeroshot")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help="ppl (incl. the searches), timing, zeroshot; `report` alone only rewrites headline.md and the PNGs")
     parser.add_argument("--zero-shot-limit", type=int, default=100, help="documents per task (0 = all)")
     parser.add_argument("--test-windows", type=int, default=32, help="WikiText-2 test windows of 512 tokens (x4 at 128)")
     parser.add_argument("--smoke", action="store_true", help="tiny random Llama, one seed, seconds: checks the table's shape")
@@ -389,8 +390,10 @@ def main() -> int:
     torch.set_num_threads(2)
     store = ResultStore("headline", out_root)
     store.put("machine", machine())
-    bench = Bench(args)
     started = time.perf_counter()
+    if stages == ["report"]:
+        return write_report(store, out_root, args.zero_shot_limit, started)
+    bench = Bench(args)
     try:
         if "ppl" in stages:
             stage_ppl(bench, store, "dense", "dense", seeds, out_root)
@@ -410,11 +413,21 @@ def main() -> int:
             stage_zeroshot(bench, store, "dense", "dense")
     finally:
         bench.close()
+    return write_report(store, out_root, args.zero_shot_limit, started)
+
+
+def write_report(store: ResultStore, out_root: Path, zero_shot_limit: int, started: float) -> int:
+    """headline.md and the PNGs from *everything* stored (a run of some rates or methods adds rows; it
+    does not hide the others)."""
+    known = list(FIXED) + list(SEARCHES)
+    stored = [key.split("|") for key in store.data if key.count("|") == 2]
+    rates = sorted({float(rate) for rate, _, _ in stored if rate != "dense"})
+    methods = known + sorted({m for _, m, _ in stored if m not in known and m != "dense"})
     rows = table(store, rates, methods)
     store.put("table", rows)
-    (out_root / "headline.md").write_text(markdown(rows, args.zero_shot_limit))
+    (out_root / "headline.md").write_text(markdown(rows, zero_shot_limit))
     plots(rows, out_root, rates)
-    print(markdown(rows, args.zero_shot_limit))
+    print(markdown(rows, zero_shot_limit))
     print(f"done in {time.perf_counter() - started:.0f} s; {out_root / 'headline.md'}, headline.json, PNGs")
     return 0
 
