@@ -59,8 +59,11 @@ SAVED_CONFIG = {**CONFIG, "hidden_size": 2048, "intermediate_size": 5632, "num_a
 SAVED_MAKE = ("import sys; sys.path.insert(0, {root!r}); from pruning.loading import byte_tokenizer, load_model; "
               "m = load_model({model!r}, device='cpu', random_weights=True, dtype={dtype!r}).model; "
               "m.save_pretrained({model!r}); byte_tokenizer().save_pretrained({model!r})")
+# the floor reads every weight once: a mapped checkpoint's pages count in RSS only once touched, and
+# any command that computes touches them all
 SAVED_LOAD_ONLY = ("import sys; sys.path.insert(0, {root!r}); import commands.search, commands.prune; "
-                   "from pruning.loading import load_model; load_model({model!r}, device='cpu')")
+                   "from pruning.loading import load_model; m = load_model({model!r}, device='cpu').model; "
+                   "[float(p.float().sum()) for p in m.parameters()]")
 
 
 def saved_checkpoint_check(out: Path, calib_samples: int) -> int:

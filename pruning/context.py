@@ -135,7 +135,7 @@ class PruningContext:
         if key in self._exact:
             return self._exact[key]
         if self.table is not None and self.table.is_exact_for(plan):
-            return self.table.refits(plan, selections)
+            return self.table.refits(plan, selections, cache=False)
         from pruning.refit_pass import SequentialRefit
 
         r = self._require_calibration()
@@ -191,10 +191,12 @@ class PruningContext:
                 r = self._require_calibration()
                 refit_for = SequentialRefit(self.model, selections, r.calibration, r.damping, r.batch_size,
                                             target=r.target).layer
+        # what served the search goes before the pruning's peak: the table (its solved refits) and the
+        # exact refits of other plans (refit_for holds this plan's own)
+        self._exact = {}
+        self.table = None
         self.model = prune_in_place(self.model, selections, self.space.pruned_shape(plan), self.biases(selections),
                                     offload_folder=offload_folder, progress=progress, refit_for=refit_for)
-        self._exact = {}
-        self.table = None  # its refits describe the dense model's weights, which are gone
         return self.model
 
 

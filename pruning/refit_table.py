@@ -42,7 +42,10 @@ from pruning import obs
 from pruning.importance import OBS_PENDING, ImportanceScores, LayerImportance
 from pruning.selection import LayerSelection, column_indices, select_layer
 
-SOLVED_CACHE_BYTES = 2**30  # solved (layer, level) refits kept for reuse, least recently used dropped first
+# solved (layer, level) refits kept for reuse, least recently used dropped first: a share of the dense
+# weights' size (they are held beside the model: memory the whole run pays), at most 1 GiB
+SOLVED_CACHE_SHARE = 0.05
+SOLVED_CACHE_MAX_BYTES = 2**30
 
 
 class RefitTable:
@@ -57,6 +60,8 @@ class RefitTable:
         self._grams = grams  # in memory, or None: read from folder per layer
         self._solved: OrderedDict[tuple[int, str, int], ProjectionRefit] = OrderedDict()  # least recently used first
         self._solved_bytes = 0
+        self._solved_limit = min(SOLVED_CACHE_MAX_BYTES, int(SOLVED_CACHE_SHARE * sum(
+            p.numel() * p.element_size() for p in context.model.parameters())))
         self.solves = 0
 
     def is_exact_for(self, plan: PruningPlan) -> bool:
@@ -129,32 +134,45 @@ class RefitTable:
             return self._grams[i]
         return torch.load(self.folder / f"layer-{i:04d}.pt", mmap=True, weights_only=True)
 
-    def refits(self, plan: PruningPlan, selections: list[LayerSelection] | None = None) -> list[LayerRefit]:
+    def refits(self, plan: PruningPlan, selections: list[LayerSelection] | None = None,
+               cache: bool = True) -> list[LayerRefit]:
+        """Every layer's refits for `plan`; cache=False: solved afresh and not kept (the table's own
+        plan measured once at finalize: the search's solved refits are dropped first)."""
+        if not cache:
+            self.forget_solved()
         selections = selections or self.context.selections(plan)
-        return [self.layer(i, layer_plan, sel) for i, (layer_plan, sel) in enumerate(zip(plan.layers, selections))]
+        return [self.layer(i, layer_plan, sel, cache) for i, (layer_plan, sel) in enumerate(zip(plan.layers, selections))]
 
-    def layer(self, i: int, layer_plan: LayerPlan, sel: LayerSelection) -> LayerRefit:
+    def forget_solved(self) -> None:
+        self._solved.clear()
+        self._solved_bytes = 0
+
+    def layer(self, i: int, layer_plan: LayerPlan, sel: LayerSelection, cache: bool = True) -> LayerRefit:
         adapter = DecoderAdapter(self.context.model)
         refit = LayerRefit()
         if sel.removes_heads:
             refit.o_proj = self._projection(i, "o", layer_plan.attn_units_removed, adapter.o_proj(i),
-                                            lambda: column_indices(sel.kept_heads, adapter.head_dim))
+                                            lambda: column_indices(sel.kept_heads, adapter.head_dim), cache)
         if sel.removes_channels:
             refit.down_proj = self._projection(i, "down", layer_plan.mlp_units_removed, adapter.down_proj(i),
-                                               lambda: sel.kept_channels)
+                                               lambda: sel.kept_channels, cache)
         return refit
 
-    def _projection(self, i: int, which: str, level: int, projection, kept: Callable[[], torch.Tensor]):
+    def _projection(self, i: int, which: str, level: int, projection, kept: Callable[[], torch.Tensor],
+                    cache: bool = True):
         key = (i, which, level)
         if key in self._solved:
             self._solved.move_to_end(key)
             return self._solved[key]
         s_o, s_d = self.grams(i)
         refit = _solve_from_gram(projection, s_o if which == "o" else s_d, kept(), self.damping)
+        del s_o, s_d  # a mapped Gram's pages leave the process with it
         self.solves += 1
+        if not cache:
+            return refit
         self._solved[key] = refit
         self._solved_bytes += refit.nbytes
-        while self._solved_bytes > SOLVED_CACHE_BYTES and len(self._solved) > 1:
+        while self._solved_bytes > self._solved_limit and len(self._solved) > 1:
             _, old = self._solved.popitem(last=False)
             self._solved_bytes -= old.nbytes
         return refit
