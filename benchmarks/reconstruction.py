@@ -4,6 +4,7 @@ search's refit table is from the exact sequential refit.
     python benchmarks/reconstruction.py --data-dir ../shared/data                 # all parts
     python benchmarks/reconstruction.py --data-dir ../shared/data --parts uniform --rates 0.35
     python benchmarks/reconstruction.py --data-dir ../shared/data --model gemma-3-270m --parts uniform --rates 0.2,0.35
+    python benchmarks/reconstruction.py ... --refit-only        # no compensation, FLAP's bias, the default refit
 
 Parts (resumable: every result is a key in benchmarks/results/reconstruction.json):
 - uniform: WikiText-2 test PPL of uniform plans (Wanda-sp selection) with no compensation, FLAP's
@@ -97,6 +98,8 @@ def main() -> int:
     parser.add_argument("--test-windows", type=int, default=32)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--dense-target-rates", default="0.35", help="rates with the dense-target rows (measured worse)")
+    parser.add_argument("--refit-only", action="store_true",
+                        help="uniform part: no compensation, FLAP's bias and the default refit only (no ablations, no obs)")
     args = parser.parse_args()
     dense_target_rates = [float(x) for x in args.dense_target_rates.split(",") if x]
     torch.set_num_threads(2)
@@ -130,7 +133,8 @@ def main() -> int:
                         ("refit, dense target", True, "dense"))
             for name, sequential, target in variants:
                 key = f"{rate}|uniform|{name}"
-                if store.has(key) or (target == "dense" and rate not in dense_target_rates):
+                if store.has(key) or (target == "dense" and rate not in dense_target_rates) or \
+                        (args.refit_only and name != "refit"):
                     continue
                 started = time.perf_counter()
                 refits = SequentialRefit(model, selections, r.calibration, r.damping, r.batch_size, sequential,
@@ -140,7 +144,7 @@ def main() -> int:
                     store.put(key, {"ppl": perplexity(model, test), "refit_s": seconds, "peak_rss_gb": peak_rss_gb(),
                                     "calibration": f"{len(r.calibration)} x {r.calibration.seqlen}"})
                 print(rate, name, store.data[key], flush=True)
-            for target in ("local", "dense"):
+            for target in () if args.refit_only else ("local", "dense"):
                 key = f"{rate}|uniform|obs + refit" + (", dense target" if target == "dense" else "")
                 if store.has(key) or (target == "dense" and rate not in dense_target_rates):
                     continue
