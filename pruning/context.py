@@ -135,7 +135,7 @@ class PruningContext:
         if key in self._exact:
             return self._exact[key]
         if self.table is not None and self.table.is_exact_for(plan):
-            return self.table.refits(plan, selections, cache=False)
+            return self.table.refits(plan, selections)
         from pruning.refit_pass import SequentialRefit
 
         r = self._require_calibration()

@@ -134,42 +134,29 @@ class RefitTable:
             return self._grams[i]
         return torch.load(self.folder / f"layer-{i:04d}.pt", mmap=True, weights_only=True)
 
-    def refits(self, plan: PruningPlan, selections: list[LayerSelection] | None = None,
-               cache: bool = True) -> list[LayerRefit]:
-        """Every layer's refits for `plan`; cache=False: solved afresh and not kept (the table's own
-        plan measured once at finalize: the search's solved refits are dropped first)."""
-        if not cache:
-            self.forget_solved()
+    def refits(self, plan: PruningPlan, selections: list[LayerSelection] | None = None) -> list[LayerRefit]:
         selections = selections or self.context.selections(plan)
-        return [self.layer(i, layer_plan, sel, cache) for i, (layer_plan, sel) in enumerate(zip(plan.layers, selections))]
+        return [self.layer(i, layer_plan, sel) for i, (layer_plan, sel) in enumerate(zip(plan.layers, selections))]
 
-    def forget_solved(self) -> None:
-        self._solved.clear()
-        self._solved_bytes = 0
-
-    def layer(self, i: int, layer_plan: LayerPlan, sel: LayerSelection, cache: bool = True) -> LayerRefit:
+    def layer(self, i: int, layer_plan: LayerPlan, sel: LayerSelection) -> LayerRefit:
         adapter = DecoderAdapter(self.context.model)
         refit = LayerRefit()
         if sel.removes_heads:
             refit.o_proj = self._projection(i, "o", layer_plan.attn_units_removed, adapter.o_proj(i),
-                                            lambda: column_indices(sel.kept_heads, adapter.head_dim), cache)
+                                            lambda: column_indices(sel.kept_heads, adapter.head_dim))
         if sel.removes_channels:
             refit.down_proj = self._projection(i, "down", layer_plan.mlp_units_removed, adapter.down_proj(i),
-                                               lambda: sel.kept_channels, cache)
+                                               lambda: sel.kept_channels)
         return refit
 
-    def _projection(self, i: int, which: str, level: int, projection, kept: Callable[[], torch.Tensor],
-                    cache: bool = True):
+    def _projection(self, i: int, which: str, level: int, projection, kept: Callable[[], torch.Tensor]):
         key = (i, which, level)
         if key in self._solved:
             self._solved.move_to_end(key)
             return self._solved[key]
         s_o, s_d = self.grams(i)
         refit = _solve_from_gram(projection, s_o if which == "o" else s_d, kept(), self.damping)
-        del s_o, s_d  # a mapped Gram's pages leave the process with it
         self.solves += 1
-        if not cache:
-            return refit
         self._solved[key] = refit
         self._solved_bytes += refit.nbytes
         while self._solved_bytes > self._solved_limit and len(self._solved) > 1:
