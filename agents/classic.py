@@ -45,7 +45,11 @@ def select(ctx: RoleContext, tournament: int = 3) -> Proposal:
 
 
 def crossover(ctx: RoleContext) -> Proposal:
-    """One child per pair (`ctx.pairs`): uniform crossover or blend, alternating at random."""
+    """One child per pair (`ctx.pairs`): uniform crossover or blend, alternating at random. With
+    exact moves: each layer's attention and MLP units from one parent or the other, then back on
+    the budget in whole units."""
+    if ctx.move_space is not None:
+        return _plan_crossover(ctx)
     result = Proposal()
     for a, b in ctx.pairs:
         pa, pb = ctx.population[a], ctx.population[b]
@@ -78,7 +82,10 @@ def level_switch(ctx: RoleContext, rates: list[float]) -> list[float]:
 
 
 def mutate(ctx: RoleContext) -> Proposal:
-    """One mutant per genome (`ctx.genomes`): EvoPress's level switch or Gaussian noise."""
+    """One mutant per genome (`ctx.genomes`): EvoPress's level switch or Gaussian noise; with exact
+    moves, 1 to 3 random parameter-quanta moves of the parent's plan (fewer moves more often)."""
+    if ctx.move_space is not None:
+        return _plan_mutate(ctx)
     result = Proposal()
     parent_keys = ctx.parent_keys
     for k, genome in enumerate(ctx.genomes):
@@ -92,4 +99,31 @@ def mutate(ctx: RoleContext) -> Proposal:
         result.genomes.append(Genome(genome.granularity, tuple(rates)))
         result.origins.append(origin)
         result.parents.append([parent_keys[k]] if parent_keys else [])
+    return result
+
+
+# -- on plans, with exact moves (pruning/quanta.py) ------------------------------------------------
+
+def _plan_crossover(ctx: RoleContext) -> Proposal:
+    from pruning.genome import PruningPlan
+
+    result = Proposal()
+    for a, b in ctx.pairs:
+        pa, pb = ctx.population[a], ctx.population[b]
+        rows = [x if ctx.rng.random() < 0.5 else y for x, y in zip(pa.plan, pb.plan)]
+        child = ctx.move_space.rebalance(PruningPlan.from_list(rows), ctx.rng)
+        result.plans.append(child)
+        result.plan_origins.append("classic:layer-crossover")
+        result.plan_parents.append([pa.plan_key, pb.plan_key])
+    return result
+
+
+def _plan_mutate(ctx: RoleContext) -> Proposal:
+    result = Proposal()
+    for k, plan in enumerate(ctx.plans):
+        moves = min(ctx.rng.randint(1, 3), ctx.rng.randint(1, 3))
+        child, _ = ctx.move_space.mutate(plan, ctx.rng, moves)
+        result.plans.append(child)
+        result.plan_origins.append("classic:exact-move")
+        result.plan_parents.append([ctx.parent_keys[k]] if ctx.parent_keys else [])
     return result

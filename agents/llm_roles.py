@@ -113,6 +113,8 @@ class LLMRoles:
         return self._genome_role("crosser", sub, fields, fallback, keys, history=ctx)
 
     def mutate(self, ctx: RoleContext, fallback: Role) -> Proposal:
+        if ctx.move_space is not None and self.prompts.answer == "moves":
+            return self._exact_mutate(ctx, fallback)
         genomes, parent_keys = ctx.genomes, ctx.parent_keys
         listed = "\n".join(f"{k}: {genome_text(list(g.rates))}" for k, g in enumerate(genomes))
         fields = {**common_fields(ctx), "count": len(genomes), "genomes": listed}
@@ -125,6 +127,69 @@ class LLMRoles:
                                      history=ctx)
         fields["answer_format"] = self._format(ctx, len(genomes))
         return self._genome_role("mutator", sub, fields, fallback, parents, history=ctx)
+
+    def _exact_mutate(self, ctx: RoleContext, fallback: Role) -> Proposal:
+        """The mutator picks, for each parent plan, 1 to 3 of a numbered list of exact moves (parameter
+        quanta between layers, pruning/quanta.py): its children are on the budget by construction. A
+        listed move that does not fit a parent (it would empty a module) is skipped and noted."""
+        from pruning.quanta import apply
+
+        plans = ctx.plans
+        listed = "\n".join(f"{k}: {genome_text(list(g.rates))}" for k, g in enumerate(ctx.genomes))
+        fields = {**common_fields(ctx), "count": len(plans), "genomes": listed}
+        sub = replace(ctx, count=len(plans))
+        moves = ctx.move_space.options(plans[0], ctx.rng, MOVES_LISTED)
+        importance = mv.position_importance(replace(sub, granularity="module"))
+        n = ctx.space.num_layers
+        lines = []
+        for k, move in enumerate(moves):
+            def imp(layer, kind):
+                return importance[layer if kind == "attn" else n + layer]
+            lines.append(f"{k}: {move.describe()} (importance {imp(move.more, move.more_kind):.2f} -> "
+                         f"{imp(move.less, move.less_kind):.2f})")
+        fields |= {"moves": "\n".join(lines), "answer_format": self._choice_format("mutator", len(plans))}
+        per = MOVES_PER_ITEM["mutator"]
+        skipped = []
+
+        def decode(text: str):
+            chosen, notes = parse_choices(text, sub.count, len(moves), per)
+            children = []
+            for k, picks in enumerate(chosen):
+                plan = plans[k]
+                for index in picks:
+                    if ctx.move_space.legal(plan, moves[index]):
+                        plan = apply(plan, moves[index])
+                    else:
+                        skipped.append(index)
+                children.append(plan)
+            return children, notes, chosen
+
+        need = self._answer_tokens(choices_answer_chars(sub.count, len(moves), per))
+        prompt, _ = self._render("mutator", fields, need, history=ctx)
+        parsed, calls = self._ask("mutator", sub, prompt, choices_schema(sub.count, len(moves), per),
+                                  choices_grammar(sub.count, len(moves), per), decode, need)
+        if parsed is None:
+            result = fallback(ctx)
+            result.calls = calls + [self._fallback("mutator", ctx)]
+            return result
+        children, notes, _ = parsed
+        if skipped:
+            notes.append(f"{len(skipped)} chosen move(s) did not fit their parent and were skipped")
+        unchanged = sum(1 for child, plan in zip(children, plans) if child.key() == plan.key())
+        if unchanged:
+            notes.append(f"{unchanged} child(ren) equal to their parent")
+        result = Proposal(plans=children, plan_origins=["llm:mutator"] * len(children),
+                          plan_parents=[[key] for key in ctx.parent_keys[: len(children)]], calls=calls)
+        if len(children) < len(plans):  # top up with exact random moves
+            extra = fallback(replace(ctx, plans=plans[len(children):], genomes=ctx.genomes[len(children):],
+                                     parent_keys=ctx.parent_keys[len(children):]))
+            result.plans += extra.plans
+            result.plan_origins += extra.plan_origins
+            result.plan_parents += extra.plan_parents
+            notes.append(f"{len(plans) - len(children)} filled by the classic operator")
+        calls[-1].notes = notes
+        calls[-1].outcome = self._final_outcome(calls, bool(skipped) or bool(unchanged))
+        return result
 
     # -- shared machinery ------------------------------------------------------------------
     def _format(self, ctx: RoleContext, count: int | None = None) -> str:

@@ -12,9 +12,24 @@ from agents.types import Candidate, RoleContext
 MAX_NUDGES = 20
 
 
-def to_candidates(ctx: RoleContext, genomes: list[Genome], origins: list[str], parents: list[list[str]]) -> list[Candidate]:
+def to_candidates(ctx: RoleContext, genomes: list[Genome], origins: list[str], parents: list[list[str]],
+                  plans: list | None = None, plan_origins: list[str] | None = None,
+                  plan_parents: list[list[str]] | None = None) -> list[Candidate]:
+    """Genomes are repaired onto the budget; `plans` (exact answers) are on it already and only
+    de-duplicated (a duplicate is moved by one more exact move until it is new)."""
     seen = set(ctx.known_keys)
     out = []
+    for plan, origin, parent_keys in zip(plans or [], plan_origins or [], plan_parents or []):
+        notes, nudges = [], 0
+        while plan.key() in seen and nudges < MAX_NUDGES and ctx.move_space is not None:
+            nudges += 1
+            plan, _ = ctx.move_space.mutate(plan, ctx.rng, 1)
+        if nudges:
+            notes.append(f"duplicate: moved {nudges}x more")
+        if plan.key() in seen:
+            continue
+        seen.add(plan.key())
+        out.append(candidate_from_plan(ctx, plan, origin, parent_keys, notes))
     for genome, origin, parent_keys in zip(genomes, origins, parents):
         result = repair(genome, ctx.space, ctx.budget)
         notes = list(result.notes)
@@ -30,6 +45,22 @@ def to_candidates(ctx: RoleContext, genomes: list[Genome], origins: list[str], p
         seen.add(result.plan.key())
         out.append(candidate_from(result, origin, ctx.generation, parent_keys, notes))
     return out
+
+
+def candidate_from_plan(ctx: RoleContext, plan, origin: str, parents: list[str] | None = None,
+                        notes: list[str] | None = None) -> Candidate:
+    """A population member from an exact plan (on the budget already)."""
+    genome = ctx.space.realised_genome(plan, ctx.granularity)
+    return Candidate(rates=list(genome.to_list()), granularity=ctx.granularity, plan_key=plan.key(),
+                     plan=plan.to_list(), total_params=ctx.space.total_params(plan),
+                     block_params=ctx.space.block_params(plan), origin=origin, generation=ctx.generation,
+                     parents=list(parents or []), notes=list(notes or []))
+
+
+def proposal_candidates(ctx: RoleContext, result) -> list[Candidate]:
+    """Every genome and every exact plan a role's Proposal holds, as candidates."""
+    return to_candidates(ctx, result.genomes, result.origins, result.parents, result.plans, result.plan_origins,
+                         result.plan_parents)
 
 
 def candidate_from(result: RepairResult, origin: str, generation: int, parents: list[str] | None = None,

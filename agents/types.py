@@ -26,7 +26,9 @@ class Candidate:
     generation: int
     parents: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    fitness: float | None = None
+    fitness: float | None = None  # the score at the last fidelity stage it reached (lower is better)
+    stage: int = -1  # that stage's index (-1: not scored yet)
+    scores: dict = field(default_factory=dict)  # stage label -> score, this generation
 
     @property
     def genome(self) -> Genome:
@@ -79,6 +81,10 @@ class RoleContext:
     pairs: list[tuple[int, int]] = field(default_factory=list)
     genomes: list[Genome] = field(default_factory=list)
     parent_keys: list[str] = field(default_factory=list)  # the genomes' plan keys
+    # exact moves (pruning/quanta.py): with a move space, the mutator moves parameter quanta between the
+    # layers of `plans` and the crosser's children are put back on the budget in the same quanta
+    move_space: object = None
+    plans: list = field(default_factory=list)  # PruningPlan per genome in `genomes`
 
 
 @dataclass
@@ -90,6 +96,9 @@ class Proposal:
     origins: list[str] = field(default_factory=list)  # per genome: "llm:<role>" or "classic:<op>"
     parents: list[list[str]] = field(default_factory=list)  # per genome: parent plan keys
     calls: list[CallRecord] = field(default_factory=list)
+    plans: list = field(default_factory=list)  # exact answers: PruningPlans on the budget (no repair)
+    plan_origins: list[str] = field(default_factory=list)
+    plan_parents: list[list[str]] = field(default_factory=list)
 
 
 Role = Callable[[RoleContext], Proposal]  # one of the four operators; the graph takes a mapping ROLES -> Role

@@ -11,6 +11,7 @@ for fitness, so a remote pool of evaluators can stand in for it later.
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,9 +22,14 @@ from graphs.nodes import SearchDeps
 from pruning.budget import Budget
 from pruning.context import PruningContext
 from pruning.data import TokenWindows, load_windows
-from pruning.importance import layer_importance
+from pruning import allocation
+from pruning.genome import PruningPlan
+from pruning.importance import layer_importance, wanda_outlier_ratios
 from pruning.loading import LoadedModel, load_model, load_tokenizer
 from pruning.prepare import calibration_windows, make_budget, prepare
+from pruning.quanta import MoveSpace
+from pruning.repair import repair
+from evaluation.fidelity import SampledFitness
 from evaluation.fitness import FitnessEvaluator
 from ui.console import err_console, progress_bar, stage
 
@@ -35,8 +41,9 @@ class PreparedRun:
     config: RunConfig
     loaded: LoadedModel
     context: PruningContext
-    fitness_windows: TokenWindows  # validation: what the search optimises
+    fitness_windows: TokenWindows  # validation: the fixed windows a finished plan's fitness is stated on
     test_windows: TokenWindows  # test: reported, never searched on
+    fitness_pool: TokenWindows | None = None  # validation: every window, the search's stages draw from it
 
     def budget_for(self, granularity: str | None = None) -> Budget:
         """The config's --budget / --rate on this model (granularity: the config's unless given;
@@ -51,8 +58,8 @@ def prepare_run(config: RunConfig, run_dir: Path, calibration_label: str = "cali
     with stage("data"):
         tokenizer = load_tokenizer(config.model, config.random_weights)
         calibration = calibration_windows(tokenizer, settings)
-        fitness = load_windows("wikitext2", "validation", tokenizer, config.fitness_seqlen, config.data_dir)
-        fitness = fitness.tail(config.fitness_windows)  # the split's last windows
+        pool = load_windows("wikitext2", "validation", tokenizer, config.fitness_seqlen, config.data_dir)
+        fitness = pool.tail(config.fitness_windows)  # the split's last windows
         test = load_windows("wikitext2", "test", tokenizer, config.eval_seqlen, config.data_dir)
         test = test.head(config.final_eval_windows or None)
     with stage("loading"), err_console.status(f"loading {config.model} ..."):
@@ -61,7 +68,7 @@ def prepare_run(config: RunConfig, run_dir: Path, calibration_label: str = "cali
                             seed=config.seed, on_placement=show_placement, tokenizer=tokenizer)
     with stage("calibration"), progress_bar(calibration_label) as progress:
         context, _ = prepare(loaded.model, loaded.tokenizer, settings, progress=progress, calibration=calibration)
-    return PreparedRun(config, loaded, context, fitness, test)
+    return PreparedRun(config, loaded, context, fitness, test, pool)
 
 
 def prepare_reconstruction(context: PruningContext, budget: Budget) -> None:
@@ -73,13 +80,35 @@ def prepare_reconstruction(context: PruningContext, budget: Budget) -> None:
         context.prepare_for(budget, progress=progress)
 
 
-def build_search(config: RunConfig, context: PruningContext, budget: Budget, fitness_windows: TokenWindows,
+def build_search(config: RunConfig, context: PruningContext, budget: Budget, pool: TokenWindows,
                  store, roles, *, seed: int | None = None, granularity: str | None = None,
                  finalizer: Callable | None = None, on_event: Callable | None = None) -> SearchDeps:
-    """One search over a prepared model. seed / granularity: an ablation cell's own (else the config's)."""
+    """One search over a prepared model. seed / granularity: an ablation cell's own (else the config's).
+    `pool`: the validation windows the fidelity stages draw their samples from."""
     prepare_reconstruction(context, budget)
-    evaluator = FitnessEvaluator(context, fitness_windows, kind=config.fitness, mode=config.fitness_mode, store=store,
-                                 batch_size=config.batch_size)
-    return SearchDeps(roles=roles, evaluator=evaluator, store=store, space=context.space, budget=budget,
-                      settings=config.search_settings(seed=seed, granularity=granularity),
+    settings = config.search_settings(seed=seed, granularity=granularity)
+    fitness = SampledFitness(context, pool, kind=config.fitness, store=store, batch_size=config.batch_size,
+                             seed=settings.seed)
+    return SearchDeps(roles=roles, fitness=fitness, store=store, space=context.space, budget=budget,
+                      settings=settings, moves=MoveSpace(context.space, budget), seeds=seed_plans(context, budget),
                       layer_importance=layer_importance(context.scores), finalizer=finalizer, on_event=on_event)
+
+
+def final_fitness(config: RunConfig, context: PruningContext, windows: TokenWindows, store=None) -> FitnessEvaluator:
+    """The fitness a finished plan is stated on: fixed validation windows, the search's kind."""
+    return FitnessEvaluator(context, windows, kind=config.fitness, mode=config.fitness_mode, store=store,
+                            batch_size=config.batch_size)
+
+
+def seed_plans(context: PruningContext, budget: Budget) -> list[tuple[str, PruningPlan]]:
+    """The one-shot allocations as first candidates, each on the budget in whole units: uniform,
+    OWL (outlier-weighted layer rates) and FLAP's global adaptive structure."""
+    space = context.space
+    rng = random.Random(0)
+    moves = MoveSpace(space, budget)
+    seeds = [("seed:uniform", context.uniform_plan(budget))]
+    ratios = wanda_outlier_ratios(context.model, context.stats)
+    for origin, genome in (("seed:owl", allocation.owl(space, budget, ratios)),
+                           ("seed:flap", allocation.flap(space, budget, context.scores))):
+        seeds.append((origin, moves.rebalance(repair(genome, space, budget).plan, rng)))
+    return seeds

@@ -79,19 +79,29 @@ class RunConfig:
     agent_timeout: float = option("agent", "seconds per LLM call", measured=False, default=180.0, type=float)
     retries: int = option("agent", "retries (with the error shown) before the classic fallback", default=1, type=int)
     # --- the search's prompts and roles
-    prompts: str | None = option("search", "prompt set folder (default prompts/default)", default=None)
+    prompts: str | None = option("search", "prompt set: a folder, or a set name under prompts/ (moves: the LLM picks "
+                                 "numbered exact moves; default: it writes whole genomes)", default="moves")
     prompt: tuple[str, ...] | None = option("search", "replace one role's prompt (repeatable)", default=None,
                                             action="append", metavar="ROLE=FILE")
     llm_roles: str = option("search", "roles the LLM plays; the others use classic operators",
                             default="initializer,selector,crosser,mutator")
     # --- the evolution and its fitness
-    population: int = option("evolution", "survivors per generation (and the initial population)", default=8, type=int)
-    generations: int = option("evolution", "generations after the initial population", default=4, type=int)
-    offspring: int = option("evolution", "children per generation (half crossover, half mutation)", default=8, type=int)
+    population: int = option("evolution", "survivors per generation", default=4, type=int)
+    generations: int = option("evolution", "generations after the initial one (seeds and the initializer's proposals)",
+                              default=8, type=int)
+    offspring: int = option("evolution", "children per generation (--crossover-share by crossover, the rest by exact moves)",
+                            default=12, type=int)
+    crossover_share: float = option("evolution", "share of the children made by crossover", default=0.25, type=float)
+    fidelity: str = option("evolution", "multi-fidelity stages, WINDOWSxSEQLEN:KEPT each: every generation scores "
+                           "population and children on the first stage's fresh validation sample, the KEPT best go on "
+                           "to the next stage's (the last stage ranks the survivors)", default="1x128:4,2x256:2")
     patience: int = option("search", "stop after this many generations without improvement (0 = off)", default=0, type=int)
-    fitness: str = option("evolution", "perplexity, or KL divergence to the dense model", default="ppl", choices=["ppl", "kl"])
-    fitness_tokens: int = option("evolution", "WikiText-2 validation tokens per fitness evaluation", default=2048, type=int)
-    fitness_seqlen: int = option("evolution", "fitness window length in tokens", default=512, type=int)
+    fitness: str = option("evolution", "KL divergence to the dense model (top-128 of its distribution) or perplexity",
+                          default="kl", choices=["kl", "ppl"])
+    fitness_tokens: int = option("evolution", "WikiText-2 validation tokens on which the best plan's fitness is stated "
+                                 "(search path vs exact refit)", default=2048, type=int)
+    fitness_seqlen: int = option("evolution", "validation window length (the stages draw from these windows)",
+                                 default=512, type=int)
     fitness_mode: str = option("evolution", "apply candidates as masks on the dense model or by surgery (auto: surgery from "
                                "rate 0.3)", measured=False, default="auto", choices=["auto", "masked", "sliced"])
     final_eval_windows: int = option("evolution", "WikiText-2 test windows in the final comparison (0 = all)", default=32, type=int)
@@ -150,15 +160,18 @@ class RunConfig:
                              data_dir=self.data_dir, batch_size=self.batch_size, seed=self.seed)
 
     def search_settings(self, seed: int | None = None, granularity: str | None = None):
+        from evaluation.fidelity import parse_stages
         from graphs.nodes import SearchSettings
 
         return SearchSettings(population=self.population, generations=self.generations, offspring=self.offspring,
+                              crossover_share=self.crossover_share, stages=parse_stages(self.fidelity),
                               patience=self.patience, seed=self.seed if seed is None else seed,
                               granularity=granularity or self.granularity, model_name=self.model)
 
     @property
     def max_evals(self) -> int:
-        return self.population + self.generations * self.offspring
+        """Candidates a search makes at most (seeds and initializer's, then children)."""
+        return 3 + self.population + self.generations * self.offspring
 
     @property
     def fitness_windows(self) -> int:

@@ -95,7 +95,7 @@ class Bench:
                          reconstruct="ls")
         prepared = prepare_run(config, Path(a.out) if a.out else RESULTS)
         self.model, self.tokenizer, self.refit = prepared.loaded.model, prepared.loaded.tokenizer, prepared.context
-        self.test512, self.fitness = prepared.test_windows, prepared.fitness_windows
+        self.test512, self.fitness, self.pool = prepared.test_windows, prepared.fitness_windows, prepared.fitness_pool
         self.test128 = load_windows("wikitext2", "test", self.tokenizer, 128, a.data_dir).head(4 * a.test_windows)
         self.backend_factory = lambda: make_backend("local")  # the CLI's agent defaults
 
@@ -134,7 +134,8 @@ class Bench:
             config = replace(config, population=4, generations=1, offspring=4)
         return AblationSetup(config=config, context=context,
                              budgets={g: self.budget(rate, g, context) for g in ("layer", "module")},
-                             fitness_windows=self.fitness, test_windows=self.test512, backend_factory=self._backend)
+                             fitness_windows=self.fitness, test_windows=self.test512, fitness_pool=self.pool,
+                             backend_factory=self._backend)
 
     def _backend(self):
         if self._started_backend is None:

@@ -76,6 +76,7 @@ def run_ablate(args) -> int:
     budgets = {g: prepared.budget_for(g) for g in {a.granularity for a in arms} | {"layer"}}
     setup = AblationSetup(config=config, context=prepared.context, budgets=budgets,
                           fitness_windows=prepared.fitness_windows, test_windows=prepared.test_windows,
+                          fitness_pool=prepared.fitness_pool,
                           backend_factory=backend_factory)
     settings_record |= {"budget_description": budgets["layer"].description, "max_evals": setup.max_evals,
                         "test_windows": len(prepared.test_windows)}

@@ -16,10 +16,11 @@ from pathlib import Path
 from agents.chat import make_backend
 from agents.prompting import PromptSet
 from agents.roles import make_roles, uses_llm
-from assembly.build import build_search, prepare_run
+from assembly.build import build_search, final_fitness, prepare_run
 from assembly.config import RunConfig
 from assembly.placement_options import offload_folder_for, pruned_offload_folder, ready_machine
 from graphs.runner import run_search
+from pruning.genome import PruningPlan
 from pruning.placement import OutOfMemory
 from pruning.versions import versions
 from store.run_store import RunStore
@@ -138,25 +139,31 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
 
         def finalizer(best):
             view.live.stop()  # progress bars of the final evaluation replace the live view
-            deps.evaluator.ensure_reference()  # KL's dense log-probs, before the dense model is consumed
+            # the best plan's fitness on fixed windows as the search saw it (refit table), then the same
+            # windows on the exactly re-fitted model: the report states the gap
+            stated = {**best.to_dict(), "fitness": judge.evaluate(PruningPlan.from_list(best.plan)).value}
             with stage("finalize"):
-                return finalize_search(best.to_dict(), context, budget, loaded.tokenizer, prepared.test_windows,
+                return finalize_search(stated, context, budget, loaded.tokenizer, prepared.test_windows,
                                        run_dir / "model", record, batch_size=config.batch_size,
                                        progress_factory=progress_bar, zero_shot_options=zero_shot_options(config),
                                        timing=config.timing == "on", status=status_line,
                                        offload_folder=pruned_offload_folder(loaded), save=config.save == "on",
-                                       exports=parse_export_spec(config.export), fitness_of=deps.evaluator.score)
+                                       exports=parse_export_spec(config.export), fitness_of=judge.score)
 
-        deps = build_search(config, context, budget, prepared.fitness_windows, store, roles, finalizer=finalizer)
-        evaluator = deps.evaluator
+        deps = build_search(config, context, budget, prepared.fitness_pool, store, roles, finalizer=finalizer)
+        judge = final_fitness(config, context, prepared.fitness_windows, store)
+        judge.ensure_reference()  # KL's dense log-probs, while the model is dense
+        fitness = deps.fitness
         started = time.perf_counter()
-        log_line(f"search {run_id}: {config.population} + {config.generations} x {config.offspring} evaluations")
+        log_line(f"search {run_id}: {config.generations} generations of {config.offspring} children, population "
+                 f"{config.population}, stages {config.fidelity}")
         with stage("search"), SearchView(f"search {run_id}", config.generations) as view:
             deps.on_event = view.on_event
             final = run_search(deps, run_id, run_dir / "checkpoint.db", resume=resume, on_update=view.on_node)
         summary = {"run_id": run_id, "run_dir": str(run_dir), "wall_s_this_session": time.perf_counter() - started,
-                   "evaluations": store.evaluation_count(evaluator.cache_kind),
-                   "evaluations_this_session": evaluator.evaluations, "llm": store.token_totals(),
+                   "evaluations": store.evaluation_count(), "evaluations_this_session": fitness.evaluations,
+                   "tokens_scored_this_session": fitness.tokens_scored,
+                   "scoring_seconds_this_session": round(fitness.seconds, 1), "llm": store.token_totals(),
                    "outcomes": store.outcome_counts(), "best": final.get("best"), "final": final.get("final"),
                    "prepare_seconds": context.seconds, "stages": STAGES}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -83,6 +83,7 @@ class AblationSetup:
     budgets: dict  # granularity -> Budget
     fitness_windows: object
     test_windows: object
+    fitness_pool: object = None  # validation windows the fidelity stages draw from (default: fitness_windows)
     backend_factory: Callable[[], object] | None = None  # starts the chat backend on first use
     _backend: object = None
 
@@ -158,9 +159,10 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
     store.start_run(run_id, setup.config.model, budget.description, arm.name,
                     {**setup.config.to_dict(), "arm": arm.name, "seed": seed, "granularity": arm.granularity,
                      "max_evals": setup.max_evals}, versions())
-    deps = build_search(setup.config, setup.context, budget, setup.fitness_windows, store, _roles(setup, arm, seed),
-                        seed=seed, granularity=arm.granularity, on_event=on_event)
-    evaluator = deps.evaluator
+    deps = build_search(setup.config, setup.context, budget, setup.fitness_pool or setup.fitness_windows, store,
+                        _roles(setup, arm, seed), seed=seed, granularity=arm.granularity, on_event=on_event)
+    judge = FitnessEvaluator(setup.context, setup.fitness_windows, kind=setup.config.fitness,
+                             mode=setup.config.fitness_mode, batch_size=setup.config.batch_size)
     started = time.perf_counter()
     try:
         if arm.kind == "blackbox":
@@ -172,12 +174,13 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
         raise
     search_s = time.perf_counter() - started
     plan = PruningPlan.from_list(best["plan"])
+    best = {**best, "fitness": judge.evaluate(plan).value}  # on the fixed windows, as the reference's
     test_ppl = plan_perplexity(setup.context, plan, setup.test_windows, setup.config.batch_size)
-    curve = best_so_far(store, evaluator.cache_kind)
+    curve = [row["best"] for row in store.generations()]  # best of each generation, on its own sample
     llm = store.token_totals()
     cell = {
         "arm": arm.name, "seed": seed, "granularity": arm.granularity, "best_fitness": best["fitness"],
-        "test_ppl": test_ppl, "evaluations": len(curve),
+        "test_ppl": test_ppl, "evaluations": deps.fitness.evaluations, "tokens_scored": deps.fitness.tokens_scored,
         "search_wall_s": search_s, "resumed": resume, "llm_calls": llm["calls"],
         "llm_tokens": llm["prompt"] + llm["completion"], "llm_latency_s": llm["latency"],
         "outcomes": store.outcome_counts(), "best_rates": best["rates"], "best_params": best["total_params"],

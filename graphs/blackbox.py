@@ -17,7 +17,7 @@ import numpy as np
 from agents.proposals import candidate_from
 from agents.types import Candidate
 from graphs.nodes import SearchDeps, make_nodes
-from pruning.genome import Genome
+from pruning.genome import Genome, PruningPlan
 from pruning.repair import repair
 
 OPTIMIZER_ALIASES = {"cma": "CMA", "ngopt": "NGOpt"}
@@ -57,8 +57,9 @@ def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
     cache, events, survivors and generation records are the search's, not a copy."""
     nodes = make_nodes(deps)
     s, space, budget = deps.settings, deps.space, deps.budget
-    kind = deps.evaluator.cache_kind
-    evaluated = deps.store.evaluation_count(kind)  # > 0 when resuming: those asks replay from the cache
+    # every ask is scored at the last fidelity stage; a batch of `population` asks shares one fresh sample
+    last, stage = len(s.stages) - 1, s.stages[-1]
+    evaluated = len(deps.fitness.known_keys())  # > 0 when resuming: those asks replay from the cache
     state: dict = {"generation": 0, "population": [], "offspring": [], "best_history": [], "stale": 0}
     in_batch, asks = 0, 0
     while evaluated < max_evals and asks < 10 * max_evals:
@@ -67,24 +68,32 @@ def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
         result = repair(Genome(s.granularity, tuple(float(v) for v in point.value)), space, budget)
         generation = evaluated // max(1, s.population)
         candidate = candidate_from(result, f"nevergrad:{name}", generation)
-        repeat = deps.evaluator.cached(result.plan) is not None
-        if not repeat:  # recorded before its evaluation: a kill loses nothing
+        scored = deps.fitness.score(result.plan, generation, last, stage)
+        repeat = scored.cached
+        if not repeat:
             deps.store.record_candidate(candidate.to_dict())
-        (scored,) = nodes["evaluate"]({"offspring": [candidate.to_dict()]})["offspring"]
-        opt.tell(point, scored["fitness"])
-        state["offspring"].append(scored)
+        candidate.fitness, candidate.stage, candidate.scores = scored.value, last, {stage.label(): scored.value}
+        opt.tell(point, scored.value)
+        state["offspring"].append(candidate.to_dict())
         if repeat:
             continue  # a repeat (or, on resume, a replayed ask): no evaluation spent
         evaluated += 1
         in_batch += 1
         if in_batch == s.population or evaluated >= max_evals:
-            state.update(nodes["survive"]({**state, "generation": generation}))
+            # the survivors so far re-scored on this batch's sample, so that all compare on one draw
+            for member in state["population"]:
+                again = deps.fitness.score(PruningPlan.from_list(member["plan"]), generation, last, stage)
+                member.update(fitness=again.value, stage=last, scores={stage.label(): again.value})
+            batch = {c["plan_key"]: c for c in state["population"] + state["offspring"]}
+            ranked = sorted(batch.values(), key=lambda c: (c["fitness"], c["plan_key"]))
+            state.update(nodes["survive"]({**state, "offspring": ranked, "generation": generation}))
             in_batch = 0
 
 
 def _best_from_store(deps: SearchDeps) -> Candidate:
-    kind = deps.evaluator.cache_kind
-    row = deps.store.best_candidate(kind)
+    """The survivor of the last recorded generation."""
+    key = json.loads(deps.store.generations()[-1]["population"])[0]
+    row = next(r for r in deps.store.candidates_with_scores() if r["plan_key"] == key)
     return Candidate(rates=json.loads(row["genome"]), granularity=row["granularity"], plan_key=row["plan_key"],
                      plan=json.loads(row["plan"]), total_params=row["total_params"], block_params=row["block_params"],
                      origin=row["origin"], generation=row["generation"], parents=json.loads(row["parents"]),

@@ -1,5 +1,19 @@
-"""The graph's nodes. Each is a small function of the state; heavy objects (model, evaluator,
-chat backend, database) come in through `SearchDeps`, never through the checkpointed state."""
+"""The search loop, one generation in five steps, each a graph node (EvoPress's loop with our roles):
+
+    select  -> the selector picks parent pairs from the population
+    vary    -> the crosser crosses some pairs, the mutator moves parameter quanta in the others' plans
+               (exact moves: every child is on the budget by construction)
+    screen  -> population and children are scored on a few tokens of a fresh sample; the best go on
+               to the next fidelity stage (more tokens, another fresh sample), and so on
+    survive -> the population is the best of the last stage (ranked by the stage each reached, then
+               its score there); the generation is recorded
+
+`initialize` makes the first children (seeds: uniform, OWL, FLAP, the initializer's proposals) and
+`finalize` re-fits the best plan exactly and measures it. Each node is a small function of the
+state; heavy objects (model, fitness, chat backend, database) come in through `SearchDeps`, never
+through the checkpointed state, so a killed run resumes at the last finished node and every score
+comes back from the run database.
+"""
 from __future__ import annotations
 
 import random
@@ -7,32 +21,37 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from agents.proposals import to_candidates
-from agents.types import Candidate, RoleContext, Proposal
+from agents.proposals import candidate_from_plan, proposal_candidates
+from agents.types import Candidate, Proposal, RoleContext
+from evaluation.fidelity import Stage
 from graphs.state import SearchState
 from pruning.genome import PruningPlan
 
 
 @dataclass
 class SearchSettings:
-    population: int = 8
-    generations: int = 4
-    offspring: int = 8
-    patience: int = 0  # stop after this many generations without improvement (0 = never)
+    population: int = 4
+    generations: int = 8
+    offspring: int = 12
+    crossover_share: float = 0.25  # share of the children made by crossover (the rest by exact moves)
+    stages: tuple[Stage, ...] = (Stage(1, 128, 4), Stage(2, 256, 2))
+    patience: int = 0  # stop after this many generations with the same best plan (0 = never)
     seed: int = 0
     granularity: str = "layer"
     model_name: str = ""
-    min_distance: float = 0.005  # survivors closer than this (mean |rate diff|) count as duplicates
+    min_distance: float = 0.0  # survivors closer than this (mean |rate diff|) count as duplicates
 
 
 @dataclass
 class SearchDeps:
     roles: dict  # agents.roles.Roles: role name -> (RoleContext) -> Proposal
-    evaluator: object  # evaluation.fitness.FitnessEvaluator
+    fitness: object  # evaluation.fidelity.SampledFitness
     store: object  # store.run_store.RunStore
     space: object
     budget: object
     settings: SearchSettings
+    moves: object = None  # pruning.quanta.MoveSpace
+    seeds: list = field(default_factory=list)  # (origin, PruningPlan): uniform, OWL, FLAP
     layer_importance: list = field(default_factory=list)
     finalizer: Callable[[Candidate], dict] | None = None
     on_event: Callable[[str, dict], None] | None = None  # live view hook
@@ -44,11 +63,12 @@ def _population(state: SearchState) -> list[Candidate]:
 
 def _context(deps: SearchDeps, state: SearchState, role: str, count: int) -> RoleContext:
     population = _population(state)
-    known = {c.plan_key for c in population} | deps.evaluator.known_keys()
+    known = {c.plan_key for c in population} | deps.fitness.known_keys()
     return RoleContext(
         space=deps.space, budget=deps.budget, granularity=deps.settings.granularity, population=population,
-        count=count, generation=state.get("generation", 0), rng=random.Random(f"{deps.settings.seed}:{state.get('generation', 0)}:{role}"),
-        known_keys=known, model_name=deps.settings.model_name, layer_importance=deps.layer_importance,
+        count=count, generation=state.get("generation", 0),
+        rng=random.Random(f"{deps.settings.seed}:{state.get('generation', 0)}:{role}"), known_keys=known,
+        model_name=deps.settings.model_name, layer_importance=deps.layer_importance, move_space=deps.moves,
     )
 
 
@@ -66,48 +86,16 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
 
     def initialize(state: SearchState) -> dict:
         ctx = _context(deps, state, "initializer", s.population)
+        seeds = []
+        for origin, plan in deps.seeds:
+            if plan.key() not in {c.plan_key for c in seeds}:
+                seeds.append(candidate_from_plan(ctx, plan, origin))
+        ctx.known_keys |= {c.plan_key for c in seeds}
         result = deps.roles["initializer"](ctx)
-        candidates = to_candidates(ctx, result.genomes, result.origins, result.parents)
+        candidates = seeds + proposal_candidates(ctx, result)
         _record(deps, result, candidates)
         return {"generation": 0, "offspring": [c.to_dict() for c in candidates], "population": [],
                 "best_history": [], "stale": 0, "done": False}
-
-    def evaluate(state: SearchState) -> dict:
-        evaluated = []
-        offspring = state.get("offspring", [])
-        for k, data in enumerate(offspring):
-            cand = Candidate.from_dict(data)
-            result = deps.evaluator.evaluate(PruningPlan.from_list(cand.plan))
-            cand.fitness = result.value
-            evaluated.append(cand.to_dict())
-            if deps.on_event:
-                deps.on_event("evaluated", {"done": k + 1, "total": len(offspring), "fitness": result.value,
-                                            "cached": result.cached, "seconds": result.seconds})
-        return {"offspring": evaluated}
-
-    def survive(state: SearchState) -> dict:
-        started = time.perf_counter()
-        merged: dict[str, Candidate] = {}
-        for cand in _population(state) + [Candidate.from_dict(c) for c in state.get("offspring", [])]:
-            if cand.plan_key not in merged or cand.fitness < merged[cand.plan_key].fitness:
-                merged[cand.plan_key] = cand
-        ranked = sorted(merged.values(), key=lambda c: (c.fitness, c.plan_key))
-        survivors = _diverse_top(ranked, s.population, s.min_distance)
-        best = survivors[0].fitness
-        history = list(state.get("best_history", []))
-        improved = not history or best < min(history) - 1e-9
-        stale = 0 if improved else state.get("stale", 0) + 1
-        history.append(best)
-        generation = state.get("generation", 0)
-        fits = [c.fitness for c in survivors]
-        stats = {"best": best, "mean": sum(fits) / len(fits), "diversity": _diversity(survivors),
-                 "wall_s": time.perf_counter() - started, "evaluations": deps.evaluator.evaluations}
-        deps.store.record_generation(generation, stats, [c.plan_key for c in survivors])
-        done = generation + 1 > s.generations or (s.patience > 0 and stale >= s.patience)
-        if deps.on_event:
-            deps.on_event("generation", {"generation": generation, **stats, "done": done})
-        return {"population": [c.to_dict() for c in survivors], "offspring": [], "best_history": history,
-                "stale": stale, "done": done, "generation": generation if done else generation + 1}
 
     def select(state: SearchState) -> dict:
         ctx = _context(deps, state, "selector", s.offspring)
@@ -115,34 +103,76 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         _record(deps, result, [])
         return {"pairs": [list(p) for p in result.pairs]}
 
-    def crossover(state: SearchState) -> dict:
-        n_cross = s.offspring // 2
-        pairs = [tuple(p) for p in state["pairs"][:n_cross]]
-        ctx = _context(deps, state, "crosser", len(pairs))
-        ctx.pairs = pairs
-        result = deps.roles["crosser"](ctx) if pairs else Proposal()
-        children = to_candidates(ctx, result.genomes, result.origins, result.parents)
-        _record(deps, result, children)
-        return {"offspring": [c.to_dict() for c in children]}
-
-    def mutate(state: SearchState) -> dict:
+    def vary(state: SearchState) -> dict:
         population = _population(state)
-        chosen = [population[p[0]] for p in state["pairs"][s.offspring // 2 :]]
-        ctx = _context(deps, state, "mutator", len(chosen))
-        ctx.known_keys |= {c["plan_key"] for c in state.get("offspring", [])}
-        ctx.genomes, ctx.parent_keys = [c.genome for c in chosen], [c.plan_key for c in chosen]
-        result = deps.roles["mutator"](ctx) if chosen else Proposal()
-        mutants = to_candidates(ctx, result.genomes, result.origins, result.parents)
-        _record(deps, result, mutants)
-        return {"offspring": state.get("offspring", []) + [c.to_dict() for c in mutants]}
+        pairs = [tuple(p) for p in state["pairs"]][: s.offspring]
+        n_cross = int(round(s.crossover_share * len(pairs)))
+        ctx = _context(deps, state, "crosser", n_cross)
+        ctx.pairs = pairs[:n_cross]
+        crossed = deps.roles["crosser"](ctx) if ctx.pairs else Proposal()
+        children = proposal_candidates(ctx, crossed)
+        _record(deps, crossed, children)
+        parents = [population[p[0]] for p in pairs[n_cross:]]
+        ctx = _context(deps, state, "mutator", len(parents))
+        ctx.known_keys |= {c.plan_key for c in children}
+        ctx.genomes, ctx.parent_keys = [c.genome for c in parents], [c.plan_key for c in parents]
+        ctx.plans = [PruningPlan.from_list(c.plan) for c in parents]
+        mutated = deps.roles["mutator"](ctx) if parents else Proposal()
+        mutants = proposal_candidates(ctx, mutated)
+        _record(deps, mutated, mutants)
+        return {"offspring": [c.to_dict() for c in children + mutants]}
+
+    def screen(state: SearchState) -> dict:
+        """Multi-fidelity selection: every stage scores its candidates on its own fresh sample and
+        passes its `keep` best on; the result is ordered by the stage reached, then the score there."""
+        generation = state.get("generation", 0)
+        merged: dict[str, Candidate] = {}
+        for cand in _population(state) + [Candidate.from_dict(c) for c in state.get("offspring", [])]:
+            merged.setdefault(cand.plan_key, cand)
+        alive = list(merged.values())
+        for cand in alive:
+            cand.scores, cand.stage, cand.fitness = {}, -1, None
+        for index, stage in enumerate(s.stages):
+            for k, cand in enumerate(alive):
+                scored = deps.fitness.score(PruningPlan.from_list(cand.plan), generation, index, stage)
+                cand.fitness, cand.stage = scored.value, index
+                cand.scores[stage.label()] = scored.value
+                if deps.on_event:
+                    deps.on_event("evaluated", {"done": k + 1, "total": len(alive), "fitness": scored.value,
+                                                "cached": scored.cached, "seconds": scored.seconds,
+                                                "stage": stage.label()})
+            alive.sort(key=lambda c: (c.fitness, c.plan_key))
+            alive = alive[: stage.keep] if index + 1 < len(s.stages) else alive
+        ranked = sorted(merged.values(), key=lambda c: (-c.stage, c.fitness, c.plan_key))
+        return {"offspring": [c.to_dict() for c in ranked]}
+
+    def survive(state: SearchState) -> dict:
+        started = time.perf_counter()
+        ranked = [Candidate.from_dict(c) for c in state.get("offspring", [])]  # screen's order
+        survivors = _diverse_top(ranked, s.population, s.min_distance)
+        best = survivors[0]
+        previous = _population(state)
+        stale = 0 if not previous or previous[0].plan_key != best.plan_key else state.get("stale", 0) + 1
+        history = list(state.get("best_history", [])) + [best.fitness]
+        generation = state.get("generation", 0)
+        top = [c.fitness for c in survivors if c.stage == best.stage]
+        stats = {"best": best.fitness, "mean": sum(top) / len(top), "diversity": _diversity(survivors),
+                 "wall_s": time.perf_counter() - started, "evaluations": deps.fitness.evaluations,
+                 "tokens": deps.fitness.tokens_scored, "best_key": best.plan_key, "best_origin": best.origin}
+        deps.store.record_generation(generation, stats, [c.plan_key for c in survivors])
+        done = generation + 1 > s.generations or (s.patience > 0 and stale >= s.patience)
+        if deps.on_event:
+            deps.on_event("generation", {"generation": generation, **stats, "done": done})
+        return {"population": [c.to_dict() for c in survivors], "offspring": [], "best_history": history,
+                "stale": stale, "done": done, "generation": generation if done else generation + 1}
 
     def finalize(state: SearchState) -> dict:
         best = _population(state)[0]
         final = deps.finalizer(best) if deps.finalizer else {}
         return {"best": best.to_dict(), "final": final}
 
-    return {"initialize": initialize, "evaluate": evaluate, "survive": survive, "select": select,
-            "crossover": crossover, "mutate": mutate, "finalize": finalize}
+    return {"initialize": initialize, "screen": screen, "survive": survive, "select": select, "vary": vary,
+            "finalize": finalize}
 
 
 def _distance(a: Candidate, b: Candidate) -> float:

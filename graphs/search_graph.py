@@ -1,7 +1,7 @@
-"""The search graph, readable in one screen:
+"""The search graph, readable in one screen (each step: graphs/nodes.py):
 
-    initialize -> evaluate -> survive -+-> select -> crossover -> mutate -> evaluate -> survive ...
-                                       +-> finalize (after --generations, or --patience stale ones)
+    initialize -> screen -> survive -+-> select -> vary -> screen -> survive ...
+                                     +-> finalize (after --generations, or --patience stale ones)
 """
 from __future__ import annotations
 
@@ -21,13 +21,12 @@ def build_search_graph(deps: SearchDeps, checkpoint_path: str | Path | None = No
     for name, fn in nodes.items():
         graph.add_node(name, fn)
     graph.add_edge(START, "initialize")
-    graph.add_edge("initialize", "evaluate")
-    graph.add_edge("evaluate", "survive")
+    graph.add_edge("initialize", "screen")
+    graph.add_edge("screen", "survive")
     graph.add_conditional_edges("survive", lambda state: "finalize" if state["done"] else "select",
                                 {"finalize": "finalize", "select": "select"})
-    graph.add_edge("select", "crossover")
-    graph.add_edge("crossover", "mutate")
-    graph.add_edge("mutate", "evaluate")
+    graph.add_edge("select", "vary")
+    graph.add_edge("vary", "screen")
     graph.add_edge("finalize", END)
     checkpointer = None
     if checkpoint_path is not None:
@@ -37,5 +36,5 @@ def build_search_graph(deps: SearchDeps, checkpoint_path: str | Path | None = No
 
 
 def run_config(run_id: str, generations: int) -> dict:
-    # Each generation is 5 node steps; leave room for the initial ones and finalize.
+    # Each generation is 4 node steps; leave room for the initial ones and finalize.
     return {"configurable": {"thread_id": run_id}, "recursion_limit": 10 + 6 * (generations + 2)}

@@ -83,6 +83,11 @@ class RunStore:
     def evaluated_keys(self, kind: str) -> set[str]:
         return {row["plan_key"] for row in self.db.query("select plan_key from evaluations where kind = ?", [kind])}
 
+    def scored_keys(self, kind_prefix: str) -> set[str]:
+        """Plan keys with any evaluation whose kind starts with this prefix (every fidelity stage)."""
+        return {row["plan_key"] for row in self.db.query("select distinct plan_key from evaluations where kind like ?",
+                                                         [kind_prefix + "%"])}
+
     def evaluation_count(self, kind: str | None = None) -> int:
         """Evaluations of this fitness kind (all kinds when None)."""
         return self.db["evaluations"].count_where("kind = ?", [kind]) if kind else self.db["evaluations"].count
@@ -128,13 +133,19 @@ class RunStore:
 
     def record_generation(self, generation: int, stats: dict, population: list) -> None:
         self.db["generations"].upsert({"generation": generation, **stats, "population": _json(population),
-                                       "created": time.time()}, pk="generation")
+                                       "created": time.time()}, pk="generation", alter=True)
 
     # -- reads -----------------------------------------------------------------------------
     def calls(self, role: str | None = None) -> list[dict]:
         if role:
             return list(self.db["agent_calls"].rows_where("role = ?", [role], order_by="id"))
         return list(self.db["agent_calls"].rows_where(order_by="id"))
+
+    def candidates_with_scores(self) -> list[dict]:
+        """Candidates (latest record per plan) with their latest score at any stage as `value`."""
+        return list(self.db.query(
+            "select c.*, (select value from evaluations e where e.plan_key = c.plan_key order by e.id desc limit 1) as value "
+            "from candidates c order by c.id desc"))
 
     def candidates(self) -> list[dict]:
         return list(self.db["candidates"].rows_where(order_by="id"))
