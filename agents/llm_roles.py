@@ -180,15 +180,16 @@ class LLMRoles:
             notes.append(f"{unchanged} child(ren) equal to their parent")
         result = Proposal(plans=children, plan_origins=["llm:mutator"] * len(children),
                           plan_parents=[[key] for key in ctx.parent_keys[: len(children)]], calls=calls)
-        if len(children) < len(plans):  # top up with exact random moves
+        missing = len(plans) - len(children)
+        if missing > 0:  # top up with exact random moves
             extra = fallback(replace(ctx, plans=plans[len(children):], genomes=ctx.genomes[len(children):],
                                      parent_keys=ctx.parent_keys[len(children):]))
             result.plans += extra.plans
             result.plan_origins += extra.plan_origins
             result.plan_parents += extra.plan_parents
-            notes.append(f"{len(plans) - len(children)} filled by the classic operator")
+            notes.append(f"{missing} filled by the classic operator")
         calls[-1].notes = notes
-        calls[-1].outcome = self._final_outcome(calls, bool(skipped) or bool(unchanged))
+        calls[-1].outcome = self._final_outcome(calls, bool(skipped) or bool(unchanged) or missing > 0)
         return result
 
     # -- shared machinery ------------------------------------------------------------------

@@ -118,6 +118,7 @@ class Bench:
         self.test512 = TokenWindows(tiny_inputs(2, 64, seed=9), "t", "test")
         self.test128 = TokenWindows(tiny_inputs(4, 32, seed=9), "t", "test")
         self.fitness = TokenWindows(tiny_inputs(2, 32, seed=5), "t", "fit")
+        self.pool = TokenWindows(tiny_inputs(6, 32, seed=5), "t", "fit")
         self.cli_defaults = RunConfig(model="tiny")
         # The smoke test's "LLM" answers nonsense: every role falls back to its classic operator,
         # which still exercises the LLM arms' whole path (prompt, parse, retry, fallback, records).
@@ -131,7 +132,7 @@ class Bench:
         context = self.refit if refit else self.wanda
         config = replace(self.cli_defaults, rate=rate, model="smollm2-135m", reconstruct="ls" if refit else "off")
         if self.args.smoke:
-            config = replace(config, population=4, generations=1, offspring=4)
+            config = replace(config, population=4, generations=1, offspring=4, fidelity="2x16:3,2x32:2")
         return AblationSetup(config=config, context=context,
                              budgets={g: self.budget(rate, g, context) for g in ("layer", "module")},
                              fitness_windows=self.fitness, test_windows=self.test512, fitness_pool=self.pool,

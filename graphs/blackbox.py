@@ -59,7 +59,10 @@ def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
     s, space, budget = deps.settings, deps.space, deps.budget
     # every ask is scored at the last fidelity stage; a batch of `population` asks shares one fresh sample
     last, stage = len(s.stages) - 1, s.stages[-1]
-    evaluated = len(deps.fitness.known_keys())  # > 0 when resuming: those asks replay from the cache
+    # a resumed run replays the optimizer's asks (same seed): their scores come back from the run
+    # database, and they count as they did the first time
+    evaluated = 0
+    seen: set[tuple[str, int]] = set()
     state: dict = {"generation": 0, "population": [], "offspring": [], "best_history": [], "stale": 0}
     in_batch, asks = 0, 0
     while evaluated < max_evals and asks < 10 * max_evals:
@@ -69,14 +72,13 @@ def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
         generation = evaluated // max(1, s.population)
         candidate = candidate_from(result, f"nevergrad:{name}", generation)
         scored = deps.fitness.score(result.plan, generation, last, stage)
-        repeat = scored.cached
-        if not repeat:
-            deps.store.record_candidate(candidate.to_dict())
+        deps.store.record_candidate(candidate.to_dict())  # once per (plan, generation)
         candidate.fitness, candidate.stage, candidate.scores = scored.value, last, {stage.label(): scored.value}
         opt.tell(point, scored.value)
+        if (result.plan.key(), generation) in seen:
+            continue  # asked twice in one batch: no evaluation spent
+        seen.add((result.plan.key(), generation))
         state["offspring"].append(candidate.to_dict())
-        if repeat:
-            continue  # a repeat (or, on resume, a replayed ask): no evaluation spent
         evaluated += 1
         in_batch += 1
         if in_batch == s.population or evaluated >= max_evals:

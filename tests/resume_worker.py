@@ -15,16 +15,16 @@ from tests.search_fixtures import tiny_search_deps
 def main() -> None:
     run_dir, mode, delay = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
     deps = tiny_search_deps(run_dir, classic_roles(), generations=3)
-    score = deps.evaluator._score
+    masked = deps.fitness.context.masked
 
-    def slow_score(model):
-        time.sleep(delay)
-        return score(model)
+    def slow_masked(plan, exact=False):
+        time.sleep(delay)  # every uncached score applies its plan once
+        return masked(plan, exact)
 
-    deps.evaluator._score = slow_score
+    deps.fitness.context.masked = slow_masked
     final = run_search(deps, "test", run_dir / "checkpoint.db", resume=(mode == "resume"))
     (run_dir / f"result-{mode}.json").write_text(json.dumps(
-        {"evaluations": deps.evaluator.evaluations, "history": final["best_history"], "best": final["best"]["plan_key"]}))
+        {"evaluations": deps.fitness.evaluations, "history": final["best_history"], "best": final["best"]["plan_key"]}))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from pruning.importance import collect_activation_stats, compute_importance, lay
 from pruning.space import PruningSpace
 from store.run_store import RunStore
 from tests.tiny import tiny_inputs, tiny_llama
-from evaluation.fitness import FitnessEvaluator
+from evaluation.fidelity import SampledFitness, parse_stages
+from pruning.quanta import MoveSpace
 
 
 def fake_backend(answers: list[str]) -> ChatBackend:
@@ -26,7 +27,7 @@ def fake_backend(answers: list[str]) -> ChatBackend:
 
 
 def tiny_search_deps(run_dir: Path, roles, rate=0.3, granularity="layer", population=4, generations=2, offspring=4,
-                     seed=0) -> SearchDeps:
+                     seed=0, kind="kl", stages="2x16:3,2x32:2") -> SearchDeps:
     model = tiny_llama()
     space = PruningSpace(DecoderAdapter(model).shape(), mlp_unit=16)
     stats = collect_activation_stats(model, TokenWindows(tiny_inputs(4, 32, seed=3), "t", "v"))
@@ -35,10 +36,11 @@ def tiny_search_deps(run_dir: Path, roles, rate=0.3, granularity="layer", popula
     budget = budget_from_args(space.shape, None, rate, space.min_total_params(granularity))
     store = RunStore(run_dir / "run.db")
     store.start_run("test", "tiny", budget.description, "fake", {}, {})
-    evaluator = FitnessEvaluator(context, TokenWindows(tiny_inputs(2, 32, seed=5), "t", "fit"), store=store)
+    fitness = SampledFitness(context, TokenWindows(tiny_inputs(6, 32, seed=5), "t", "fit"), kind=kind, store=store)
     settings = SearchSettings(population=population, generations=generations, offspring=offspring, seed=seed,
-                              granularity=granularity, model_name="tiny")
-    return SearchDeps(roles=roles, evaluator=evaluator, store=store, space=space, budget=budget, settings=settings,
+                              granularity=granularity, model_name="tiny", stages=parse_stages(stages))
+    return SearchDeps(roles=roles, fitness=fitness, store=store, space=space, budget=budget, settings=settings,
+                      moves=MoveSpace(space, budget), seeds=[("seed:uniform", context.uniform_plan(budget))],
                       layer_importance=layer_importance(scores))
 
 

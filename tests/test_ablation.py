@@ -22,8 +22,8 @@ from ui.ablation_report import write_ablation_report
 def tiny_setup(tmp_path, backend=None) -> AblationSetup:
     deps = tiny_search_deps(tmp_path / "deps", random_roles())
     return AblationSetup(config=RunConfig(model="tiny", population=4, generations=2, offspring=4),
-                         context=deps.evaluator.context, budgets={"layer": deps.budget},
-                         fitness_windows=deps.evaluator.windows,
+                         context=deps.fitness.context, budgets={"layer": deps.budget},
+                         fitness_windows=deps.fitness.pool, fitness_pool=deps.fitness.pool,
                          test_windows=TokenWindows(tiny_inputs(2, 32, seed=9), "t", "test"),
                          backend_factory=(lambda: backend) if backend else None)
 
@@ -46,11 +46,11 @@ def test_two_arms_two_seeds_write_the_comparison(tmp_path):
     reference = uniform_reference(setup, tmp_path)
     cells = [run_cell(setup, parse_arm(arm), seed, tmp_path) for arm in ("classic", "cma") for seed in (0, 1)]
     for cell in cells:
-        assert 0 < cell["evaluations"] <= setup.max_evals and len(cell["curve"]) == cell["evaluations"]
-        assert cell["curve"] == sorted(cell["curve"], reverse=True)  # best-so-far never worsens
-        assert cell["best_fitness"] == cell["curve"][-1]
+        assert cell["evaluations"] > 0 and cell["tokens_scored"] > 0 and len(cell["curve"]) >= 2
+        assert cell["best_fitness"] > 0  # on the fixed windows, like the reference's
         assert cell["best_params"] <= setup.budgets["layer"].target_params
-    assert all(c["evaluations"] == setup.max_evals for c in cells if c["arm"] == "cma")  # exact budget
+    # CMA-ES: its asks, plus the survivors re-scored on each batch's sample
+    assert all(c["evaluations"] >= setup.max_evals for c in cells if c["arm"] == "cma")
     rows = write_ablation_report(tmp_path, cells, ["classic", "cma"], {"model": "tiny", "max_evals": setup.max_evals},
                                  reference)
     assert [r["arm"] for r in rows] == ["classic", "cma"] and all(r["seeds"] == [0, 1] for r in rows)
@@ -72,20 +72,19 @@ def test_blackbox_cell_resumes_from_its_database(tmp_path):
     (tmp_path / "cells" / "cma-s3" / "cell.json").unlink()  # as if killed before the end
     second = run_cell(setup, parse_arm("cma"), 3, tmp_path)
     assert second["resumed"] and second["best_fitness"] == first["best_fitness"]
-    assert second["evaluations"] == first["evaluations"] == setup.max_evals
+    assert first["evaluations"] >= setup.max_evals and second["evaluations"] == 0  # all from the run database
     # generations are closed with the graph's bookkeeping: real survivors and their spread
     generations = RunStore(tmp_path / "cells" / "cma-s3" / "run.db").generations()
-    assert len(generations) == setup.max_evals // setup.config.population
+    assert len(generations) == -(-setup.max_evals // setup.config.population)  # the last batch may be short
     assert all(len(json.loads(g["population"])) == setup.config.population for g in generations)
     assert all(g["diversity"] > 0 and g["mean"] >= g["best"] for g in generations)
-    assert [g["best"] for g in generations] == sorted((g["best"] for g in generations), reverse=True)
 
 
 def test_random_search_draws_varied_genomes_on_budget(tmp_path):
     _, deps = run_tiny(tmp_path, random_roles(), generations=2)
     candidates = deps.store.candidates()
-    assert {c["origin"] for c in candidates} == {"random"}
-    assert len({c["genome"] for c in candidates}) == len(candidates) == deps.evaluator.evaluations
+    assert {c["origin"] for c in candidates} == {"random", "seed:uniform"}  # every arm starts from the same seeds
+    assert len({c["plan"] for c in candidates}) == len(candidates) == len(deps.fitness.known_keys())
     assert_on_budget(deps, candidates)
 
 
@@ -98,10 +97,15 @@ def test_move_based_prompt_set_drives_a_search(tmp_path):
     roles = llm_roles([MOVES_INIT, PAIRS, MOVES_CROSS, MOVES_MUTATE], prompts=PromptSet.load("moves"))
     _, deps = run_tiny(tmp_path, roles, generations=1)
     calls = deps.store.calls()
-    # every answer parsed and used; "repaired" here only because some children were duplicates
+    # every answer parsed; "repaired" here because a proposal duplicated the uniform seed (initializer),
+    # the answer had more or fewer items than asked (crosser: 1 pair of 4 children; mutator: 3 parents)
+    notes = {c["role"]: json.loads(c["notes"]) for c in calls}
     assert {c["role"]: c["outcome"] for c in calls} == {
-        "initializer": "used", "selector": "used", "crosser": "repaired", "mutator": "repaired"}
-    assert all("duplicate" in note for c in calls for note in json.loads(c["notes"]))
+        "initializer": "repaired", "selector": "used", "crosser": "repaired", "mutator": "repaired"}
+    assert notes["initializer"] == ["1 duplicate(s) of known or sibling configurations"]
+    assert notes["mutator"] == ["1 item(s) missing", "1 filled by the classic operator"]
+    mutator = next(c for c in calls if c["role"] == "mutator")
+    assert "MLP unit" in mutator["prompt"] and "more in layer" in mutator["prompt"]
     init = next(c for c in calls if c["role"] == "initializer")
     assert "Moves you can make" in init["prompt"] and json.loads(init["parsed"]) == [[0], [1, 2], [3, 4, 5], [6]]
     origins = {c["origin"] for c in deps.store.candidates()}

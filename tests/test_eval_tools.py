@@ -30,7 +30,7 @@ def test_speedups_put_the_pruned_model_in_the_numerator_of_speed():
 def test_report_files_exist_and_parse(tmp_path):
     final_state, deps = run_tiny(tmp_path, classic_roles(), generations=2)
     best = final_state["best"]
-    summary = {"run_id": "test", "best": best, "evaluations": deps.evaluator.evaluations,
+    summary = {"run_id": "test", "best": best, "evaluations": deps.fitness.evaluations,
                "llm": deps.store.token_totals(), "outcomes": deps.store.outcome_counts(),
                "final": {"test_windows": 2, "test_seqlen": 32, "ppl": {"dense": 10.0, "uniform wanda-sp": 12.0, "searched": 11.0},
                          "params": {"dense": 1, "uniform wanda-sp": 1, "searched": 1, "budget": 1},

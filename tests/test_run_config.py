@@ -32,7 +32,7 @@ def test_engine_settings_defaults_agree_with_the_config():
     assert (derived.population, derived.generations, derived.offspring, derived.patience, derived.seed) == \
         (default.population, default.generations, default.offspring, default.patience, default.seed)
     setup = AblationSetup(config=config, context=None, budgets={}, fitness_windows=None, test_windows=None)
-    assert setup.max_evals == 8 + 4 * 8
+    assert setup.max_evals == 3 + 4 + 8 * 12
 
 
 def test_parsed_values_reach_the_engine_settings():
@@ -57,14 +57,14 @@ def test_resume_reads_runs_stored_before_runconfig():
     # runs.args of older runs held a hand-kept subset of the arguments
     older = {"model": "m", "rate": 0.2, "agent": "classic", "population": 4, "unknown_old_key": 1}
     resumed = RunConfig().resumed(older)
-    assert (resumed.model, resumed.agent, resumed.population, resumed.generations) == ("m", "classic", 4, 4)
+    assert (resumed.model, resumed.agent, resumed.population, resumed.generations) == ("m", "classic", 4, 8)
 
 
 def test_ablation_folder_refuses_other_measured_settings(tmp_path):
     check_settings(tmp_path, RunConfig(rate=0.2).measured())
     check_settings(tmp_path, RunConfig(rate=0.2, device="cuda", batch_size=16).measured())  # not measured: fine
-    with pytest.raises(ValueError, match="population 8 -> 4"):
-        check_settings(tmp_path, RunConfig(rate=0.2, population=4).measured())
+    with pytest.raises(ValueError, match="population 4 -> 8"):
+        check_settings(tmp_path, RunConfig(rate=0.2, population=8).measured())
     other = tmp_path / "with-prompt"
     check_settings(other, RunConfig(rate=0.2, prompt=("mutator=m.md",)).measured())
     check_settings(other, RunConfig(rate=0.2, prompt=("mutator=m.md",)).measured())  # as stored in JSON: the same
