@@ -135,7 +135,11 @@ class LLMRoles:
         from pruning.quanta import apply
 
         plans = ctx.plans
-        listed = "\n".join(f"{k}: {genome_text(list(g.rates))}" for k, g in enumerate(ctx.genomes))
+        # parents by their index in the population shown above: the rates are not written twice (on 2
+        # CPU cores the prompt's length is most of the call's time: 16 s for 2,100 tokens)
+        index = {c.plan_key: i for i, c in enumerate(ctx.population)}
+        listed = "\n".join(f"{k}: population member {index[key]}" if key in index else
+                            f"{k}: {genome_text(list(g.rates))}" for k, (g, key) in enumerate(zip(ctx.genomes, ctx.parent_keys)))
         fields = {**common_fields(ctx), "count": len(plans), "genomes": listed}
         sub = replace(ctx, count=len(plans))
         moves = ctx.move_space.options(plans[0], ctx.rng, MOVES_LISTED)

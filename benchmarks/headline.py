@@ -53,8 +53,14 @@ FIXED = ("uniform wanda-sp", "uniform flap", "flap global", "owl wanda-sp",
 SEARCHES = {"random search": "random", "classic evolution": "classic", "cma-es (nevergrad)": "cma",
             "self-pruner llm (layer)": "llm", "self-pruner llm (module)": "llm@module",
             "random search + refit": "random", "classic evolution + refit": "classic",
-            "cma-es (nevergrad) + refit": "cma", "self-pruner llm (layer) + refit": "llm"}
+            "cma-es (nevergrad) + refit": "cma", "self-pruner llm (layer) + refit": "llm",
+            "self-pruner (default)": "llm"}
 REFIT = " + refit"
+DEFAULT_ROW = "self-pruner (default)"  # exactly what `python main.py --rate R` runs (its reconstruction: the refit)
+
+
+def uses_refit(method: str) -> bool:
+    return method.endswith(REFIT) or method == DEFAULT_ROW
 STAGES = ("ppl", "timing", "zeroshot")
 
 
@@ -168,7 +174,9 @@ def fixed_plan(bench: Bench, method: str, rate: float):
 
 
 def search_cells(bench: Bench, rate: float, arm: str, seeds: list[int], out_root: Path, refit: bool = False) -> list[dict]:
-    out_dir = out_root / f"ablation-rate{rate}{'-refit' if refit else ''}"
+    # searches since exact moves and multi-fidelity selection (the older ablation-rate* folders hold the
+    # searches before them, kept as measured)
+    out_dir = out_root / f"searches-rate{rate}{'-refit' if refit else ''}"
     setup = bench.setup(rate, refit)
     if not bench.args.smoke:  # the same folder `main.py ablate --rate R` would use: same settings
         from commands.ablate import check_settings
@@ -192,7 +200,7 @@ def model_for(bench: Bench, method: str, rate: float, store: ResultStore):
         return context.prune(result.plan, exact=True), result
     entry = store.data[f"{rate}|{method}|search"]
     plan = PruningPlan.from_list(entry["best_plan"])
-    return (bench.refit if method.endswith(REFIT) else bench.wanda).prune(plan, exact=True), None
+    return (bench.refit if uses_refit(method) else bench.wanda).prune(plan, exact=True), None
 
 
 def ppl_row_is_complete(row: dict | None, method: str, seeds: list[int]) -> bool:
@@ -219,7 +227,7 @@ def stage_ppl(bench, store, rate, method, seeds, out_root):
     row: dict = {"method": method, "rate": rate}
     if method in SEARCHES:
         arm = SEARCHES[method]
-        cells = search_cells(bench, rate, arm, seeds, out_root, refit=method.endswith(REFIT))
+        cells = search_cells(bench, rate, arm, seeds, out_root, refit=uses_refit(method))
         best = min(cells, key=lambda c: c["best_fitness"])
         for stale in stale_keys(store, rate, method, best["best_plan"]):
             store.drop(stale)
@@ -244,7 +252,7 @@ def stage_ppl(bench, store, rate, method, seeds, out_root):
                 "granularity": result.genome.granularity, "ppl512": perplexity(model, bench.test512)}
     else:  # the searches' PPL@512 comes from their cells (every seed)
         plan = PruningPlan.from_list(store.data[f"{rate}|{method}|search"]["best_plan"])
-        space = (bench.refit if method.endswith(REFIT) else bench.wanda).space
+        space = (bench.refit if uses_refit(method) else bench.wanda).space
         row |= {"total_params": space.total_params(plan), "block_params": space.block_params(plan),
                 "budget_params": bench.budget(rate).target_params}
     row["ppl128"] = perplexity(model, bench.test128)

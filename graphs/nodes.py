@@ -16,6 +16,7 @@ comes back from the run database.
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -158,7 +159,8 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         top = [c.fitness for c in survivors if c.stage == best.stage]
         stats = {"best": best.fitness, "mean": sum(top) / len(top), "diversity": _diversity(survivors),
                  "wall_s": time.perf_counter() - started, "evaluations": deps.fitness.evaluations,
-                 "tokens": deps.fitness.tokens_scored, "best_key": best.plan_key, "best_origin": best.origin}
+                 "tokens": deps.fitness.tokens_scored, "best_key": best.plan_key, "best_origin": best.origin,
+                 "population_fitness": json.dumps([[c.fitness, c.stage] for c in survivors])}
         deps.store.record_generation(generation, stats, [c.plan_key for c in survivors])
         done = generation + 1 > s.generations or (s.patience > 0 and stale >= s.patience)
         if deps.on_event:

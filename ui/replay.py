@@ -18,6 +18,8 @@ OUTCOME_STYLE = {"used": "green", "repaired": "yellow", "retried": "cyan", "fall
 
 def _population_table(store, generation: dict, fitness_kind: str | None, by_key: dict[str, dict]) -> Table:
     keys = json.loads(generation["population"])
+    # since multi-fidelity selection: each survivor's score at the last stage it reached, on that generation's sample
+    stated = json.loads(generation.get("population_fitness") or "null")
     table = Table(title=f"generation {generation['generation']}: population (best first)", expand=False)
     for col in ("#", "fitness", "params", "origin", "parents", "rates per layer"):
         table.add_column(col, justify="right" if col in ("#", "fitness", "params") else "left")
@@ -25,7 +27,10 @@ def _population_table(store, generation: dict, fitness_kind: str | None, by_key:
         cand = by_key.get(key)
         if cand is None:
             continue
-        fitness = store.cached(key, fitness_kind) if fitness_kind else None
+        if stated is not None:
+            fitness = stated[i][0]
+        else:
+            fitness = store.cached(key, fitness_kind) if fitness_kind else None
         parents = ", ".join(p[:6] for p in json.loads(cand["parents"] or "[]"))
         table.add_row(str(i), "-" if fitness is None else f"{fitness:.3f}", f"{cand['total_params'] / 1e6:.2f}M",
                       cand["origin"], parents, rates_line(json.loads(cand["genome"])))
