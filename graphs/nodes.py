@@ -107,7 +107,10 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
     def vary(state: SearchState) -> dict:
         population = _population(state)
         pairs = [tuple(p) for p in state["pairs"]][: s.offspring]
+        # at least one crossover child whenever crossover is on and there are two pairs to share
         n_cross = int(round(s.crossover_share * len(pairs)))
+        if s.crossover_share > 0 and len(pairs) >= 2:
+            n_cross = min(len(pairs) - 1, max(1, n_cross))
         ctx = _context(deps, state, "crosser", n_cross)
         ctx.pairs = pairs[:n_cross]
         crossed = deps.roles["crosser"](ctx) if ctx.pairs else Proposal()
