@@ -151,7 +151,7 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
                                        exports=parse_export_spec(config.export), fitness_of=judge.score)
 
         deps = build_search(config, context, budget, prepared.fitness_pool, store, roles, finalizer=finalizer)
-        judge = final_fitness(config, context, prepared.fitness_windows, store)
+        judge = final_fitness(config, context, prepared.fitness_windows)  # a statement, not a search score: not cached
         judge.ensure_reference()  # KL's dense log-probs, while the model is dense
         fitness = deps.fitness
         started = time.perf_counter()
