@@ -27,8 +27,7 @@ class Candidate:
     parents: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fitness: float | None = None  # the score at the last fidelity stage it reached (lower is better)
-    stage: int = -1  # that stage's index (-1: not scored yet)
-    scores: dict = field(default_factory=dict)  # stage label -> score, this generation
+    stage: int = -1  # that stage's index (-1: not scored yet); every stage's score is in run.db
 
     @property
     def genome(self) -> Genome:

@@ -89,8 +89,9 @@ def build_search(config: RunConfig, context: PruningContext, budget: Budget, poo
     settings = config.search_settings(seed=seed, granularity=granularity)
     fitness = SampledFitness(context, pool, kind=config.fitness, store=store, batch_size=config.batch_size,
                              seed=settings.seed)
+    moves = MoveSpace(context.space, budget)
     return SearchDeps(roles=roles, fitness=fitness, store=store, space=context.space, budget=budget,
-                      settings=settings, moves=MoveSpace(context.space, budget), seeds=seed_plans(context, budget),
+                      settings=settings, moves=moves, seeds=seed_plans(context, budget, moves),
                       layer_importance=layer_importance(context.scores), finalizer=finalizer, on_event=on_event)
 
 
@@ -100,12 +101,11 @@ def final_fitness(config: RunConfig, context: PruningContext, windows: TokenWind
                             batch_size=config.batch_size)
 
 
-def seed_plans(context: PruningContext, budget: Budget) -> list[tuple[str, PruningPlan]]:
+def seed_plans(context: PruningContext, budget: Budget, moves: MoveSpace) -> list[tuple[str, PruningPlan]]:
     """The one-shot allocations as first candidates, each on the budget in whole units: uniform,
     OWL (outlier-weighted layer rates) and FLAP's global adaptive structure."""
     space = context.space
     rng = random.Random(0)
-    moves = MoveSpace(space, budget)
     seeds = [("seed:uniform", context.uniform_plan(budget))]
     ratios = wanda_outlier_ratios(context.model, context.stats)
     for origin, genome in (("seed:owl", allocation.owl(space, budget, ratios)),

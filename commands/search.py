@@ -151,8 +151,9 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
                                        exports=parse_export_spec(config.export), fitness_of=judge.score)
 
         deps = build_search(config, context, budget, prepared.fitness_pool, store, roles, finalizer=finalizer)
-        judge = final_fitness(config, context, prepared.fitness_windows)  # a statement, not a search score: not cached
-        judge.ensure_reference()  # KL's dense log-probs, while the model is dense
+        # a statement, not a search score: not cached; its KL reference is made by its first evaluate, in the
+        # finalizer, while the model is still dense
+        judge = final_fitness(config, context, prepared.fitness_windows)
         fitness = deps.fitness
         started = time.perf_counter()
         log_line(f"search {run_id}: {config.generations} generations of {config.offspring} children, population "

@@ -65,13 +65,6 @@ class FitnessEvaluator:
                 return value
         return None
 
-    def known_keys(self) -> set[str]:
-        """Every plan evaluated so far (by this process or, through the run database, before a resume)."""
-        keys = set(self.memory)
-        if self.store is not None:
-            keys |= self.store.evaluated_keys(self.cache_kind)
-        return keys
-
     def evaluate(self, plan: PruningPlan) -> FitnessResult:
         hit = self.cached(plan)
         if hit is not None:

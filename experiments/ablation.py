@@ -17,7 +17,7 @@ from typing import Callable
 from agents.prompting import PromptSet
 from agents.roles import classic_roles, make_roles, random_roles
 from agents.types import ROLES
-from assembly.build import build_search, prepare_reconstruction
+from assembly.build import build_search, final_fitness, prepare_reconstruction
 from assembly.config import RunConfig
 from graphs.blackbox import optimizer_class, run_blackbox
 from graphs.runner import run_search
@@ -27,7 +27,6 @@ from pruning.placement import is_dispatched
 from pruning.versions import versions
 from store.run_store import RunStore
 from evaluation.finalize import reconstructed_name, uniform_wanda_sp
-from evaluation.fitness import FitnessEvaluator
 
 DEFAULT_ARMS = ("llm", "classic", "random", "llm-init", "prompts:no-importance", "prompts:no-history",
                 "prompts:diverse", "prompts:moves", "cma")
@@ -118,9 +117,7 @@ def uniform_reference(setup: AblationSetup, out_dir: Path) -> dict:
     else:
         (context, uniform), name = uniform_wanda_sp(setup.context, budget), "uniform wanda-sp"
         plan = uniform.plan
-    evaluator = FitnessEvaluator(context, setup.fitness_windows, kind=setup.config.fitness, mode=setup.config.fitness_mode,
-                                 batch_size=setup.config.batch_size)
-    reference = {"name": name, "uniform_fitness": evaluator.evaluate(plan).value,
+    reference = {"name": name, "uniform_fitness": final_fitness(setup.config, context, setup.fitness_windows).evaluate(plan).value,
                  "uniform_test_ppl": plan_perplexity(context, plan, setup.test_windows, setup.config.batch_size)}
     path.write_text(json.dumps(reference, indent=2))
     return reference
@@ -134,15 +131,6 @@ def plan_perplexity(context, plan, windows, batch_size: int) -> float:
         with context.masked(plan, exact=True) as model:
             return perplexity(model, windows, batch_size=batch_size)
     return perplexity(context.prune(plan, exact=True), windows, batch_size=batch_size)
-
-
-def best_so_far(store: RunStore, kind: str) -> list[float]:
-    """Best fitness after each evaluation, in the order they were made."""
-    curve, best = [], float("inf")
-    for value in store.evaluation_values(kind):
-        best = min(best, value)
-        curve.append(best)
-    return curve
 
 
 def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
@@ -159,10 +147,10 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
     store.start_run(run_id, setup.config.model, budget.description, arm.name,
                     {**setup.config.to_dict(), "arm": arm.name, "seed": seed, "granularity": arm.granularity,
                      "max_evals": setup.max_evals}, versions())
-    deps = build_search(setup.config, setup.context, budget, setup.fitness_pool or setup.fitness_windows, store,
+    pool = setup.fitness_windows if setup.fitness_pool is None else setup.fitness_pool
+    deps = build_search(setup.config, setup.context, budget, pool, store,
                         _roles(setup, arm, seed), seed=seed, granularity=arm.granularity, on_event=on_event)
-    judge = FitnessEvaluator(setup.context, setup.fitness_windows, kind=setup.config.fitness,
-                             mode=setup.config.fitness_mode, batch_size=setup.config.batch_size)
+    judge = final_fitness(setup.config, setup.context, setup.fitness_windows)
     started = time.perf_counter()
     try:
         if arm.kind == "blackbox":

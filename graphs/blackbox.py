@@ -73,7 +73,7 @@ def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
         candidate = candidate_from(result, f"nevergrad:{name}", generation)
         scored = deps.fitness.score(result.plan, generation, last, stage)
         deps.store.record_candidate(candidate.to_dict())  # once per (plan, generation)
-        candidate.fitness, candidate.stage, candidate.scores = scored.value, last, {stage.label(): scored.value}
+        candidate.fitness, candidate.stage = scored.value, last
         opt.tell(point, scored.value)
         if (result.plan.key(), generation) in seen:
             continue  # asked twice in one batch: no evaluation spent
@@ -85,7 +85,7 @@ def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
             # the survivors so far re-scored on this batch's sample, so that all compare on one draw
             for member in state["population"]:
                 again = deps.fitness.score(PruningPlan.from_list(member["plan"]), generation, last, stage)
-                member.update(fitness=again.value, stage=last, scores={stage.label(): again.value})
+                member.update(fitness=again.value, stage=last)
             batch = {c["plan_key"]: c for c in state["population"] + state["offspring"]}
             ranked = sorted(batch.values(), key=lambda c: (c["fitness"], c["plan_key"]))
             state.update(nodes["survive"]({**state, "offspring": ranked, "generation": generation}))
@@ -93,9 +93,10 @@ def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
 
 
 def _best_from_store(deps: SearchDeps) -> Candidate:
-    """The survivor of the last recorded generation."""
-    key = json.loads(deps.store.generations()[-1]["population"])[0]
-    row = next(r for r in deps.store.candidates_with_scores() if r["plan_key"] == key)
+    """The best survivor of the last recorded generation, with its score there."""
+    last = deps.store.generations()[-1]
+    key = json.loads(last["population"])[0]
+    row = {**deps.store.candidate(key), "value": json.loads(last["population_fitness"])[0][0]}
     return Candidate(rates=json.loads(row["genome"]), granularity=row["granularity"], plan_key=row["plan_key"],
                      plan=json.loads(row["plan"]), total_params=row["total_params"], block_params=row["block_params"],
                      origin=row["origin"], generation=row["generation"], parents=json.loads(row["parents"]),

@@ -40,7 +40,6 @@ class SearchSettings:
     seed: int = 0
     granularity: str = "layer"
     model_name: str = ""
-    min_distance: float = 0.0  # survivors closer than this (mean |rate diff|) count as duplicates
 
 
 @dataclass
@@ -135,12 +134,11 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
             merged.setdefault(cand.plan_key, cand)
         alive = list(merged.values())
         for cand in alive:
-            cand.scores, cand.stage, cand.fitness = {}, -1, None
+            cand.stage, cand.fitness = -1, None
         for index, stage in enumerate(s.stages):
             for k, cand in enumerate(alive):
                 scored = deps.fitness.score(PruningPlan.from_list(cand.plan), generation, index, stage)
                 cand.fitness, cand.stage = scored.value, index
-                cand.scores[stage.label()] = scored.value
                 if deps.on_event:
                     deps.on_event("evaluated", {"done": k + 1, "total": len(alive), "fitness": scored.value,
                                                 "cached": scored.cached, "seconds": scored.seconds,
@@ -153,7 +151,7 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
     def survive(state: SearchState) -> dict:
         started = time.perf_counter()
         ranked = [Candidate.from_dict(c) for c in state.get("offspring", [])]  # screen's order
-        survivors = _diverse_top(ranked, s.population, s.min_distance)
+        survivors = ranked[: s.population]
         best = survivors[0]
         previous = _population(state)
         stale = 0 if not previous or previous[0].plan_key != best.plan_key else state.get("stale", 0) + 1
@@ -182,16 +180,6 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
 
 def _distance(a: Candidate, b: Candidate) -> float:
     return sum(abs(x - y) for x, y in zip(a.rates, b.rates)) / len(a.rates)
-
-
-def _diverse_top(ranked: list[Candidate], size: int, min_distance: float) -> list[Candidate]:
-    """Best first, skipping near-copies of an already kept genome; refill from the skipped."""
-    kept, skipped = [], []
-    for cand in ranked:
-        (kept if all(_distance(cand, k) >= min_distance for k in kept) else skipped).append(cand)
-        if len(kept) == size:
-            break
-    return (kept + skipped)[:size]
 
 
 def _diversity(population: list[Candidate]) -> float:

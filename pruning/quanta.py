@@ -38,9 +38,6 @@ class PlanMove:
         return (f"prune {part(self.more_kind, self.more_units)} more in layer {self.more}, "
                 f"{part(self.less_kind, self.less_units)} less in layer {self.less}")
 
-    def to_list(self) -> list:
-        return [self.more, self.more_kind, self.more_units, self.less, self.less_kind, self.less_units]
-
 
 def _units(plan: PruningPlan) -> list[list[int]]:
     return [[p.attn_units_removed, p.mlp_units_removed] for p in plan.layers]

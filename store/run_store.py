@@ -80,9 +80,6 @@ class RunStore:
         )
         self.db.conn.commit()
 
-    def evaluated_keys(self, kind: str) -> set[str]:
-        return {row["plan_key"] for row in self.db.query("select plan_key from evaluations where kind = ?", [kind])}
-
     def scored_keys(self, kind_prefix: str) -> set[str]:
         """Plan keys with any evaluation whose kind starts with this prefix (every fidelity stage)."""
         return {row["plan_key"] for row in self.db.query("select distinct plan_key from evaluations where kind like ?",
@@ -101,12 +98,6 @@ class RunStore:
 
     def fitness_kinds(self) -> list[str]:
         return [row["kind"] for row in self.db.query("select distinct kind from evaluations")]
-
-    def best_candidate(self, kind: str) -> dict | None:
-        """The candidate with the lowest fitness of this kind (its first record), with `value`."""
-        rows = self.db.query("select e.value, c.* from evaluations e join candidates c on c.plan_key = e.plan_key"
-                             " where e.kind = ? order by e.value, c.id limit 1", [kind])
-        return next(iter(rows), None)
 
     # -- candidates, calls, generations ----------------------------------------------------
     def record_candidate(self, candidate: dict) -> None:
@@ -141,11 +132,10 @@ class RunStore:
             return list(self.db["agent_calls"].rows_where("role = ?", [role], order_by="id"))
         return list(self.db["agent_calls"].rows_where(order_by="id"))
 
-    def candidates_with_scores(self) -> list[dict]:
-        """Candidates (latest record per plan) with their latest score at any stage as `value`."""
-        return list(self.db.query(
-            "select c.*, (select value from evaluations e where e.plan_key = c.plan_key order by e.id desc limit 1) as value "
-            "from candidates c order by c.id desc"))
+    def candidate(self, plan_key: str) -> dict | None:
+        """The latest record of one plan."""
+        return next(iter(self.db.query("select * from candidates where plan_key = ? order by id desc limit 1",
+                                       [plan_key])), None)
 
     def candidates(self) -> list[dict]:
         return list(self.db["candidates"].rows_where(order_by="id"))

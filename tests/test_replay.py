@@ -19,7 +19,7 @@ def test_replay_shows_population_calls_and_fallbacks(tmp_path):
     store = RunStore(tmp_path / "run.db")
     text = render(replay, store, speed=0)
     for expected in ("generation 0: population", "generation 2: population", "llm:initializer", "fallback",
-                     "invalid", "the answer is not valid JSON", "best-so-far curve", "status running"):
+                     "invalid", "the answer is not valid JSON", "best per generation", "status running"):
         assert expected in text, expected
     only_mutator = render(replay, store, generation=1, role="mutator", speed=0)
     assert "mutator" in only_mutator and "crosser" not in only_mutator and "generation 2" not in only_mutator

@@ -1,5 +1,5 @@
 """Replay a run from its database in the terminal: per generation the population (each genome
-as a per-layer sparkline), the agent calls with their outcomes, and the best-so-far curve.
+as a per-layer sparkline), the agent calls with their outcomes, and the best of each generation.
 Reads only; works on a finished, running or killed run."""
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def replay(console, store, generation: int | None = None, role: str | None = Non
         if speed > 0:
             time.sleep(speed)
     if best_so_far:
-        console.print("best-so-far curve: " + " -> ".join(f"{b:.3f}" for b in best_so_far))
+        console.print("best per generation (each on its own sample): " + " -> ".join(f"{b:.3f}" for b in best_so_far))
 
 
 def list_runs(console, stores: list) -> None:
