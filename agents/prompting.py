@@ -145,3 +145,14 @@ def answer_format(count: int, length: int, average: int) -> str:
     example = ",".join([str(average)] * min(length, 4))
     return (f'Answer with JSON only, exactly {count} lists of {length} integers: '
             f'{{"genomes":[[{example},...],...]}}')
+
+
+def prompt_overrides(items: list[str] | None) -> dict[str, str]:
+    """`--prompt ROLE=FILE` items as {role: file}."""
+    overrides = {}
+    for item in items or []:
+        role, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--prompt {item!r}: use ROLE=FILE, e.g. --prompt mutator=my_mutator.md")
+        overrides[role] = path
+    return overrides

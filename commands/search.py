@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from agents.chat import make_backend
-from agents.prompting import PromptSet
+from agents.prompting import PromptSet, prompt_overrides
 from agents.roles import make_roles, uses_llm
 from assembly.build import build_search, final_fitness, prepare_run
 from assembly.config import RunConfig
@@ -59,16 +59,6 @@ def new_run_id(args) -> str:
     size = args.budget if args.budget else f"rate{args.rate}"
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{Path(args.model).name}-{size}-{args.agent.split('#')[0]}")[:60]
     return f"{datetime.now():%Y%m%d-%H%M%S}-{slug.strip('-')}"
-
-
-def prompt_overrides(items: list[str] | None) -> dict[str, str]:
-    overrides = {}
-    for item in items or []:
-        role, sep, path = item.partition("=")
-        if not sep:
-            raise ValueError(f"--prompt {item!r}: use ROLE=FILE, e.g. --prompt mutator=my_mutator.md")
-        overrides[role] = path
-    return overrides
 
 
 def zero_shot_options(args) -> dict | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from agents.prompting import PromptSet
+from agents.prompting import PromptSet, prompt_overrides
 from agents.roles import classic_roles, make_roles, random_roles
 from agents.types import ROLES
 from assembly.build import build_search, final_fitness, prepare_reconstruction
@@ -38,7 +38,7 @@ ARMS_HELP = ("llm (all roles), classic, random, llm-init (LLM initializer, class
 class Arm:
     name: str
     kind: str  # classic | random | llm | blackbox
-    prompts: str = "default"
+    prompts: str | None = None  # a prompt set of its own (prompts:<set>), else the run's --prompts
     llm_roles: tuple[str, ...] = ROLES
     optimizer: str = ""
     granularity: str = "layer"
@@ -188,4 +188,12 @@ def _roles(setup: AblationSetup, arm: Arm, seed: int):
         return {}
     backend = setup.backend()
     backend.seed, backend.calls = 1000 * seed, 0  # the same sampling stream for a seed, whichever arm runs first
-    return make_roles(backend, PromptSet.load(arm.prompts), retries=setup.config.retries, llm_roles=arm.llm_roles)
+    return make_roles(backend, prompt_set(setup, arm), retries=setup.config.retries, llm_roles=arm.llm_roles)
+
+
+def prompt_set(setup: AblationSetup, arm: Arm) -> PromptSet:
+    """The arm's own set (prompts:<set>), else the run's `--prompts` and `--prompt` overrides: the
+    `llm` arm (and the headline's `self-pruner (default)` row) is then what `python main.py` runs."""
+    if arm.prompts is not None:
+        return PromptSet.load(arm.prompts)
+    return PromptSet.load(setup.config.prompts, prompt_overrides(setup.config.prompt))

@@ -10,7 +10,7 @@ from agents.prompting import PromptError, PromptSet
 from agents.roles import random_roles
 from agents.schemas import choices_grammar
 from assembly.config import RunConfig
-from experiments.ablation import AblationSetup, parse_arm, run_cell, uniform_reference
+from experiments.ablation import AblationSetup, parse_arm, prompt_set, run_cell, uniform_reference
 from pruning.data import TokenWindows
 from store.run_store import RunStore
 from tests.search_fixtures import fake_backend, llm_roles, run_tiny, tiny_search_deps
@@ -39,6 +39,17 @@ def test_parse_arm_names_and_errors():
         parse_arm("ng:NoSuchOptimizer")
     with pytest.raises(PromptError):
         parse_arm("prompts:no-such-set")
+
+
+def test_the_llm_arm_uses_the_runs_prompt_set(tmp_path):
+    """`llm` (the headline's `self-pruner (default)` row) is what `python main.py` runs: the run's
+    --prompts (default `moves`), not the genome-writing `default` set; prompts:<set> keeps its own."""
+    setup = tiny_setup(tmp_path)
+    assert RunConfig().prompts == "moves"
+    assert prompt_set(setup, parse_arm("llm")).answer == "moves"
+    assert prompt_set(setup, parse_arm("prompts:default")).answer != "moves"
+    setup.config = RunConfig(model="tiny", prompts="diverse")
+    assert prompt_set(setup, parse_arm("llm")).name == "diverse"
 
 
 def test_two_arms_two_seeds_write_the_comparison(tmp_path):
