@@ -104,6 +104,8 @@ def mutate(ctx: RoleContext) -> Proposal:
 
 # -- on plans, with exact moves (pruning/quanta.py) ------------------------------------------------
 
+SHIFT_SHARE = 0.3  # children made by one large layer shift; the rest by 1-3 pairwise moves
+
 def _plan_crossover(ctx: RoleContext) -> Proposal:
     from pruning.genome import PruningPlan
 
@@ -121,9 +123,13 @@ def _plan_crossover(ctx: RoleContext) -> Proposal:
 def _plan_mutate(ctx: RoleContext) -> Proposal:
     result = Proposal()
     for k, plan in enumerate(ctx.plans):
-        moves = min(ctx.rng.randint(1, 3), ctx.rng.randint(1, 3))
-        child, _ = ctx.move_space.mutate(plan, ctx.rng, moves)
+        shift = ctx.move_space.random_shift(plan, ctx.rng) if ctx.rng.random() < SHIFT_SHARE else None
+        if shift is not None:
+            child, origin = ctx.move_space.apply(plan, shift), "classic:layer-shift"
+        else:
+            moves = min(ctx.rng.randint(1, 3), ctx.rng.randint(1, 3))
+            (child, _), origin = ctx.move_space.mutate(plan, ctx.rng, moves), "classic:exact-move"
         result.plans.append(child)
-        result.plan_origins.append("classic:exact-move")
+        result.plan_origins.append(origin)
         result.plan_parents.append([ctx.parent_keys[k]] if ctx.parent_keys else [])
     return result

@@ -50,6 +50,7 @@ from agents.types import CallRecord, Proposal, Role, RoleContext
 # Move-based answers: how many options each genome may combine, and how many moves are listed.
 MOVES_PER_ITEM = {"initializer": 4, "crosser": 1, "mutator": 3}
 MOVES_LISTED = 16
+SHIFTS_LISTED = 4  # of them, large layer shifts (pruning/quanta.py); the rest pairwise moves
 
 
 class LLMRoles:
@@ -132,7 +133,7 @@ class LLMRoles:
         """The mutator picks, for each parent plan, 1 to 3 of a numbered list of exact moves (parameter
         quanta between layers, pruning/quanta.py): its children are on the budget by construction. A
         listed move that does not fit a parent (it would empty a module) is skipped and noted."""
-        from pruning.quanta import apply
+        from pruning.quanta import LayerShift
 
         plans = ctx.plans
         # parents by their index in the population shown above: the rates are not written twice (on 2
@@ -142,15 +143,16 @@ class LLMRoles:
                             f"{k}: {genome_text(list(g.rates))}" for k, (g, key) in enumerate(zip(ctx.genomes, ctx.parent_keys)))
         fields = {**common_fields(ctx), "count": len(plans), "genomes": listed}
         sub = replace(ctx, count=len(plans))
-        moves = ctx.move_space.options(plans[0], ctx.rng, MOVES_LISTED)
+        moves = ctx.move_space.options(plans[0], ctx.rng, MOVES_LISTED, shifts=SHIFTS_LISTED)
         importance = mv.position_importance(replace(sub, granularity="module"))
         n = ctx.space.num_layers
-        lines = []
-        for k, move in enumerate(moves):
-            def imp(layer, kind):
-                return importance[layer if kind == "attn" else n + layer]
-            lines.append(f"{k}: {move.describe()} (importance {imp(move.more, move.more_kind):.2f} -> "
-                         f"{imp(move.less, move.less_kind):.2f})")
+
+        def imp(layer, kind):
+            return importance[layer if kind == "attn" else n + layer]
+
+        lines = [f"{k}: {move.describe()} (importance {imp(move.layer, move.kind):.2f})" if isinstance(move, LayerShift)
+                 else f"{k}: {move.describe()} (importance {imp(move.more, move.more_kind):.2f} -> "
+                      f"{imp(move.less, move.less_kind):.2f})" for k, move in enumerate(moves)]
         fields |= {"moves": "\n".join(lines), "answer_format": self._choice_format("mutator", len(plans))}
         per = MOVES_PER_ITEM["mutator"]
         skipped = []
@@ -162,7 +164,7 @@ class LLMRoles:
                 plan = plans[k]
                 for index in picks:
                     if ctx.move_space.legal(plan, moves[index]):
-                        plan = apply(plan, moves[index])
+                        plan = ctx.move_space.apply(plan, moves[index])
                     else:
                         skipped.append(index)
                 children.append(plan)

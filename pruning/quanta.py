@@ -6,6 +6,12 @@ back `units_less` units of another at the same parameter count: MLP units betwee
 attention units between two layers, or one attention unit against the MLP units it is worth
 (SmolLM2-135M: 1 attention unit = 4 MLP units exactly). EvoPress's level switch, on our units.
 
+A *shift* is the large step beside it: one layer's module prunes many units more or less (a quarter
+to all of what it prunes, or of its room), and every other layer makes up the difference evenly
+(rebalance with that layer held). Pairwise moves of 1-3 units walk slowly away from the seeds: in
+8 generations they never found what the best plans at rate 0.5 look like (the first layers nearly
+whole, the rest evenly pruned), which one shift reaches.
+
 The only thing a move can change in the count is the compensation bias a module gains when it
 loses its first unit (a few thousand parameters); a move that would then cross the budget is not
 offered. `rebalance` puts any plan (a crossover's child, an LLM's answer, a seed) onto the budget
@@ -39,6 +45,18 @@ class PlanMove:
                 f"{part(self.less_kind, self.less_units)} less in layer {self.less}")
 
 
+@dataclass(frozen=True)
+class LayerShift:
+    layer: int
+    kind: str  # attn | mlp
+    units: int  # > 0: prunes more; < 0: prunes less. The other layers make up the difference evenly.
+
+    def describe(self) -> str:
+        what = f"{abs(self.units)} {'attention' if self.kind == 'attn' else 'MLP'} unit{'s' * (abs(self.units) > 1)}"
+        return (f"prune {what} {'more' if self.units > 0 else 'less'} in layer {self.layer}, "
+                f"every other layer a little {'less' if self.units > 0 else 'more'}")
+
+
 def _units(plan: PruningPlan) -> list[list[int]]:
     return [[p.attn_units_removed, p.mlp_units_removed] for p in plan.layers]
 
@@ -58,6 +76,7 @@ def _index(kind: str) -> int:
 
 
 def apply(plan: PruningPlan, move: PlanMove) -> PruningPlan:
+    """A pairwise move (a shift needs the budget: MoveSpace.apply)."""
     units = _units(plan)
     units[move.more][_index(move.more_kind)] += move.more_units
     units[move.less][_index(move.less_kind)] -= move.less_units
@@ -83,7 +102,23 @@ class MoveSpace:
                 return a, a * p_more // p_less
         return None
 
-    def legal(self, plan: PruningPlan, move: PlanMove) -> bool:
+    def apply(self, plan: PruningPlan, move: PlanMove | LayerShift) -> PruningPlan:
+        if isinstance(move, PlanMove):
+            return apply(plan, move)
+        units = _units(plan)
+        units[move.layer][_index(move.kind)] += move.units
+        # the same shift of the same plan always lands on the same plan (ties broken by a fixed draw)
+        return self.rebalance(_plan(units), random.Random(f"{plan.key()}:{move}"), held=move.layer)
+
+    def legal(self, plan: PruningPlan, move: PlanMove | LayerShift) -> bool:
+        if isinstance(move, LayerShift):
+            now = _units(plan)[move.layer][_index(move.kind)] + move.units
+            if move.units == 0 or not 0 <= now <= self.capacity[(move.layer, move.kind)]:
+                return False
+            try:
+                return self.space.total_params(self.apply(plan, move)) <= self.budget.target_params
+            except ValueError:  # the other layers cannot make up for it within their bounds
+                return False
         units = _units(plan)
         m = units[move.more][_index(move.more_kind)] + move.more_units
         l = units[move.less][_index(move.less_kind)] - move.less_units
@@ -112,10 +147,35 @@ class MoveSpace:
                 return move
         return None
 
-    def options(self, plan: PruningPlan, rng: random.Random, count: int) -> list[PlanMove]:
-        """`count` distinct legal moves (fewer if the plan has no more)."""
+    def random_shift(self, plan: PruningPlan, rng: random.Random, tries: int = 20) -> LayerShift | None:
+        """One layer's MLP (3 in 4) or attention prunes a quarter to all of its units less, or a
+        tenth to a half of its room more."""
+        units = _units(plan)
+        for _ in range(tries):
+            i, kind = rng.randrange(self.space.num_layers), "mlp" if rng.random() < 0.75 else "attn"
+            now, cap = units[i][_index(kind)], self.capacity[(i, kind)]
+            if now > 0 and (rng.random() < 0.5 or now == cap):
+                delta = -max(1, round(now * rng.uniform(0.25, 1.0)))
+            elif cap > now:
+                delta = max(1, round((cap - now) * rng.uniform(0.1, 0.5)))
+            else:
+                continue
+            shift = LayerShift(i, kind, delta)
+            if self.legal(plan, shift):
+                return shift
+        return None
+
+    def options(self, plan: PruningPlan, rng: random.Random, count: int, shifts: int = 0) -> list[PlanMove | LayerShift]:
+        """`count` distinct legal moves (fewer if the plan has no more), `shifts` of them layer shifts."""
         seen, out = set(), []
+        for _ in range(shifts * 5):
+            shift = self.random_shift(plan, rng)
+            if shift is not None and shift not in seen and len(out) < shifts:
+                seen.add(shift)
+                out.append(shift)
         for _ in range(count * 20):
+            if len(out) >= count:
+                break
             move = self.random_move(plan, rng)
             if move is not None and move not in seen:
                 seen.add(move)
@@ -135,13 +195,14 @@ class MoveSpace:
         return plan, done
 
     # -- onto the budget ------------------------------------------------------------------------
-    def rebalance(self, plan: PruningPlan, rng: random.Random) -> PruningPlan:
+    def rebalance(self, plan: PruningPlan, rng: random.Random, held: int | None = None) -> PruningPlan:
         """The plan on the budget in whole units: while above the budget, one more MLP unit goes
         where the plan prunes least (ties at random); while one unit could come back without
-        crossing the budget, it comes back where the plan prunes most."""
+        crossing the budget, it comes back where the plan prunes most. Layer `held` is left as it is."""
         space, target = self.space, self.budget.target_params
         units = _units(plan)
         n = space.num_layers
+        free = [i for i in range(n) if i != held]
         for i in range(n):  # the bounds first
             for k in KINDS:
                 units[i][_index(k)] = max(0, min(units[i][_index(k)], self.capacity[(i, k)]))
@@ -151,9 +212,9 @@ class MoveSpace:
 
         total = space.total_params(_plan(units))
         while total > target:
-            room = [i for i in range(n) if units[i][1] < self.capacity[(i, "mlp")]]
+            room = [i for i in free if units[i][1] < self.capacity[(i, "mlp")]]
             if not room:
-                room_attn = [i for i in range(n) if units[i][0] < self.capacity[(i, "attn")]]
+                room_attn = [i for i in free if units[i][0] < self.capacity[(i, "attn")]]
                 if not room_attn:
                     raise ValueError("the budget cannot be met within the rate bounds")
                 i = min(room_attn, key=lambda i: (share(i), rng.random()))
@@ -163,7 +224,7 @@ class MoveSpace:
                 units[i][1] += 1
             total = space.total_params(_plan(units))
         while True:
-            given = sorted((i for i in range(n) if units[i][1] > 0), key=lambda i: (-share(i), rng.random()))
+            given = sorted((i for i in free if units[i][1] > 0), key=lambda i: (-share(i), rng.random()))
             for i in given:
                 units[i][1] -= 1
                 if space.total_params(_plan(units)) <= target:

@@ -117,6 +117,9 @@ def test_move_based_prompt_set_drives_a_search(tmp_path):
     assert notes["mutator"] == ["1 item(s) missing", "1 filled by the classic operator"]
     mutator = next(c for c in calls if c["role"] == "mutator")
     assert "MLP unit" in mutator["prompt"] and "more in layer" in mutator["prompt"]
+    # the first listed options are layer shifts (one layer a lot, the others evenly): the children the
+    # answer picked ([1], [2, 3]) came from them, and are on the budget like every other (below)
+    assert "\n0: prune" in mutator["prompt"] and "every other layer a little" in mutator["prompt"]
     init = next(c for c in calls if c["role"] == "initializer")
     assert "Moves you can make" in init["prompt"] and json.loads(init["parsed"]) == [[0], [1, 2], [3, 4, 5], [6]]
     origins = {c["origin"] for c in deps.store.candidates()}

@@ -74,3 +74,36 @@ def test_a_move_that_would_empty_a_module_is_not_legal():
     assert not moves.legal(plan, PlanMove(0, "mlp", 1, 0, "mlp", 1))  # a module with itself
     describe = PlanMove(2, "attn", 1, 3, "mlp", 4).describe()
     assert describe == "prune 1 attention unit more in layer 2, 4 MLP units less in layer 3"
+
+
+@pytest.mark.parametrize("adds_bias", [False, True])
+def test_a_layer_shift_moves_many_units_and_the_others_make_up_for_it(adds_bias):
+    space, budget = space_and_budget(rate=0.4, adds_bias=adds_bias)
+    moves = MoveSpace(space, budget)
+    rng = random.Random(0)
+    plan = moves.rebalance(PruningPlan.keep_all(space.num_layers), rng)
+    seen = 0
+    for _ in range(100):
+        shift = moves.random_shift(plan, rng)
+        if shift is None:
+            continue
+        seen += 1
+        child = moves.apply(plan, shift)
+        assert child.key() == moves.apply(plan, shift).key()  # the same shift lands on the same plan
+        before = plan.layers[shift.layer]
+        after = child.layers[shift.layer]
+        changed = (after.attn_units_removed - before.attn_units_removed if shift.kind == "attn"
+                   else after.mlp_units_removed - before.mlp_units_removed)
+        assert changed == shift.units  # the shifted layer is held while the others rebalance
+        total = space.total_params(child)
+        assert total <= budget.target_params
+        assert budget.target_params - total < 2 * max(space.mlp_unit_params(i) for i in range(space.num_layers)) + \
+            (2 * space.shape.hidden_size if adds_bias else 0)  # tight: nothing is left unspent beyond a unit or so
+        for i, layer in enumerate(child.layers):
+            assert 0 <= layer.attn_units_removed < space.attn_units(i)
+            assert 0 <= layer.mlp_units_removed < space.mlp_units(i)
+        if shift.units < 0:  # the others prune more in all
+            others = sum(l.mlp_units_removed for j, l in enumerate(child.layers) if j != shift.layer)
+            assert others >= sum(l.mlp_units_removed for j, l in enumerate(plan.layers) if j != shift.layer)
+        plan = child
+    assert seen > 50
