@@ -103,12 +103,14 @@ def final_fitness(config: RunConfig, context: PruningContext, windows: TokenWind
 
 def seed_plans(context: PruningContext, budget: Budget, moves: MoveSpace) -> list[tuple[str, PruningPlan]]:
     """The one-shot allocations as first candidates, each on the budget in whole units: uniform,
-    OWL (outlier-weighted layer rates) and FLAP's global adaptive structure."""
+    OWL (outlier-weighted layer rates), FLAP's global adaptive structure and LLM-Pruner's layer range
+    (first and last layers whole: the region the best searched plans at rate 0.5 reached)."""
     space = context.space
     rng = random.Random(0)
     seeds = [("seed:uniform", context.uniform_plan(budget))]
     ratios = wanda_outlier_ratios(context.model, context.stats)
     for origin, genome in (("seed:owl", allocation.owl(space, budget, ratios)),
-                           ("seed:flap", allocation.flap(space, budget, context.scores))):
+                           ("seed:flap", allocation.flap(space, budget, context.scores)),
+                           ("seed:llm-pruner", allocation.llm_pruner(space, budget))):
         seeds.append((origin, moves.rebalance(repair(genome, space, budget).plan, rng)))
     return seeds

@@ -49,7 +49,7 @@ from pruning.repair import repair  # noqa: E402
 from evaluation.zeroshot import task_score  # noqa: E402
 
 FIXED = ("uniform wanda-sp", "uniform flap", "flap global", "owl wanda-sp",
-         "uniform wanda-sp + refit", "owl wanda-sp + refit", "uniform obs + refit")
+         "uniform wanda-sp + refit", "owl wanda-sp + refit", "uniform obs + refit", "llm-pruner range + refit")
 SEARCHES = {"random search": "random", "classic evolution": "classic", "cma-es (nevergrad)": "cma",
             "self-pruner llm (layer)": "llm", "self-pruner llm (module)": "llm@module",
             "random search + refit": "random", "classic evolution + refit": "classic",
@@ -158,7 +158,7 @@ class Bench:
 FIXED_ALLOCATIONS = {"uniform wanda-sp": ("wanda", "uniform"), "uniform flap": ("flap", "uniform"),
                      "flap global": ("flap", "flap"), "owl wanda-sp": ("wanda", "owl"),
                      "uniform wanda-sp + refit": ("refit", "uniform"), "owl wanda-sp + refit": ("refit", "owl"),
-                     "uniform obs + refit": ("obs", "uniform")}
+                     "uniform obs + refit": ("obs", "uniform"), "llm-pruner range + refit": ("refit", "llm-pruner")}
 
 
 def fixed_plan(bench: Bench, method: str, rate: float):

@@ -40,6 +40,8 @@ def choose_genome(args, context, budget, granularity: str):
             raise ValueError("--allocation flap compares score sizes across layers; --metric obs scores are removal ranks "
                              "within a layer: use --metric flap (the refit still applies), or another allocation")
         return allocation.flap(context.space, budget, context.scores)
+    if name == "llm-pruner":
+        return allocation.llm_pruner(context.space, budget)
     return allocation.genome_from_spec(name, context.space, granularity)
 
 

@@ -1,4 +1,5 @@
-"""Per-layer allocations without search: uniform, OWL-style, FLAP's global adaptive structure.
+"""Per-layer allocations without search: uniform, OWL-style, FLAP's global adaptive structure, and
+LLM-Pruner's layer range (the first and last layers left whole).
 
 Each returns a genome; `repair` then puts it exactly on the budget, so every allocation is
 compared at the same realised parameter count.
@@ -15,11 +16,26 @@ from pruning.genome import Genome, LayerPlan, PruningPlan
 from pruning.importance import ImportanceScores
 from pruning.space import PruningSpace
 
-ALLOCATIONS = ("uniform", "owl", "flap")
+ALLOCATIONS = ("uniform", "owl", "flap", "llm-pruner")
 
 
 def uniform(space: PruningSpace, budget: Budget, granularity: str = "layer") -> Genome:
     return Genome.uniform(granularity, space.num_layers, budget.average_rate)
+
+
+def protected_layers(num_layers: int) -> list[int]:
+    """LLM-Pruner's range, scaled: on LLaMA-7B it prunes layers 4-30 of 32, leaving the first eighth
+    and the last thirty-second whole (the first layers are where removal costs most)."""
+    first, last = -(-num_layers // 8), -(-num_layers // 32)
+    return list(range(first)) + list(range(num_layers - last, num_layers))
+
+
+def llm_pruner(space: PruningSpace, budget: Budget) -> Genome:
+    """The protected layers at rate 0, the others evenly at what the budget then needs (at most the
+    rate bound; `repair` settles the rest)."""
+    n, kept = space.num_layers, set(protected_layers(space.num_layers))
+    rate = min(space.max_rate, budget.average_rate * n / (n - len(kept)))
+    return Genome("layer", tuple(0.0 if i in kept else rate for i in range(n)))
 
 
 def owl(space: PruningSpace, budget: Budget, outlier_ratios: list[float], lam: float = 0.08) -> Genome:

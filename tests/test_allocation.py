@@ -54,3 +54,14 @@ def test_genome_from_list_and_file(setup, tmp_path):
         allocation.genome_from_spec("bogus", space, "layer")
     with pytest.raises(ValueError, match="needs 6"):  # a 300-character list is parsed, not stat()ed as a path
         allocation.genome_from_spec(",".join(["0.20305901234567890123"] * 14), space, "layer")
+
+
+def test_llm_pruner_range_leaves_the_first_and_last_layers_whole(setup):
+    _, space, _, budget = setup
+    assert allocation.protected_layers(32) == [0, 1, 2, 3, 31]  # LLM-Pruner prunes layers 4-30 of LLaMA-7B
+    assert allocation.protected_layers(6) == [0, 5]
+    result = repair(allocation.llm_pruner(space, budget), space, budget)
+    assert result.total_params <= budget.target_params
+    for i, layer in enumerate(result.plan.layers):
+        removed = layer.attn_units_removed + layer.mlp_units_removed
+        assert (removed == 0) == (i in (0, 5))  # only the protected layers keep everything
