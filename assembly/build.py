@@ -82,9 +82,10 @@ def prepare_reconstruction(context: PruningContext, budget: Budget) -> None:
 
 def build_search(config: RunConfig, context: PruningContext, budget: Budget, pool: TokenWindows,
                  store, roles, *, seed: int | None = None, granularity: str | None = None,
-                 finalizer: Callable | None = None, on_event: Callable | None = None) -> SearchDeps:
+                 finalizer: Callable | None = None, on_event: Callable | None = None, judge=None) -> SearchDeps:
     """One search over a prepared model. seed / granularity: an ablation cell's own (else the config's).
-    `pool`: the validation windows the fidelity stages draw their samples from."""
+    `pool`: the validation windows the fidelity stages draw their samples from. `judge`: the fixed-window
+    fitness (final_fitness) finalize picks the champion with."""
     prepare_reconstruction(context, budget)
     settings = config.search_settings(seed=seed, granularity=granularity)
     fitness = SampledFitness(context, pool, kind=config.fitness, store=store, batch_size=config.batch_size,
@@ -92,7 +93,8 @@ def build_search(config: RunConfig, context: PruningContext, budget: Budget, poo
     moves = MoveSpace(context.space, budget)
     return SearchDeps(roles=roles, fitness=fitness, store=store, space=context.space, budget=budget,
                       settings=settings, moves=moves, seeds=seed_plans(context, budget, moves),
-                      layer_importance=layer_importance(context.scores), finalizer=finalizer, on_event=on_event)
+                      layer_importance=layer_importance(context.scores), finalizer=finalizer, on_event=on_event,
+                      judge=judge)
 
 
 def final_fitness(config: RunConfig, context: PruningContext, windows: TokenWindows, store=None) -> FitnessEvaluator:

@@ -140,10 +140,12 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
                                        offload_folder=pruned_offload_folder(loaded), save=config.save == "on",
                                        exports=parse_export_spec(config.export), fitness_of=judge.score)
 
-        deps = build_search(config, context, budget, prepared.fitness_pool, store, roles, finalizer=finalizer)
-        # a statement, not a search score: not cached; its KL reference is made by its first evaluate, in the
-        # finalizer, while the model is still dense
-        judge = final_fitness(config, context, prepared.fitness_windows)
+        # the fixed windows finalize picks the champion on and states its fitness on (cached in run.db: a
+        # resumed finalize does not score again); its KL reference is made at its first evaluate, in
+        # finalize, while the model is still dense
+        judge = final_fitness(config, context, prepared.fitness_windows, store=store)
+        deps = build_search(config, context, budget, prepared.fitness_pool, store, roles, finalizer=finalizer,
+                            judge=judge)
         fitness = deps.fitness
         started = time.perf_counter()
         log_line(f"search {run_id}: {config.generations} generations of {config.offspring} children, population "
@@ -155,7 +157,8 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
                    "evaluations": store.evaluation_count(), "evaluations_this_session": fitness.evaluations,
                    "tokens_scored_this_session": fitness.tokens_scored,
                    "scoring_seconds_this_session": round(fitness.seconds, 1), "llm": store.token_totals(),
-                   "outcomes": store.outcome_counts(), "best": final.get("best"), "final": final.get("final"),
+                   "outcomes": store.outcome_counts(), "best": final.get("best"), "champion": store.champion(),
+                   "final": final.get("final"),
                    "prepare_seconds": context.seconds, "stages": STAGES}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         store.set_status("finished", best_fitness=(final.get("best") or {}).get("fitness"),

@@ -109,7 +109,11 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
     if final.get("exports"):
         lines += export_lines(final["exports"], (final.get("ppl") or {}).get("searched"))
     if best:
-        lines += ["## Best genome", "", f"Fitness {best['fitness']:.4f}, origin `{best['origin']}`.", "",
+        champion = summary.get("champion")
+        how = (f" Chosen on the fixed validation windows among {champion['pool']} plans (the seeds, each generation's "
+               f"best, the last population){'; the last generation ranked another plan first' if champion['search_best_key'] != champion['plan_key'] else ''}."
+               if champion else "")
+        lines += ["## Best genome", "", f"Fitness {best['fitness']:.4f}, origin `{best['origin']}`.{how}", "",
                   "| layer | " + ("rate |" if best["granularity"] == "layer" else "attention | MLP |"),
                   "|---:|" + ("---:|" if best["granularity"] == "layer" else "---:|---:|")]
         n = len(best["rates"]) if best["granularity"] == "layer" else len(best["rates"]) // 2

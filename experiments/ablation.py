@@ -148,9 +148,9 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
                     {**setup.config.to_dict(), "arm": arm.name, "seed": seed, "granularity": arm.granularity,
                      "max_evals": setup.max_evals}, versions())
     pool = setup.fitness_windows if setup.fitness_pool is None else setup.fitness_pool
-    deps = build_search(setup.config, setup.context, budget, pool, store,
-                        _roles(setup, arm, seed), seed=seed, granularity=arm.granularity, on_event=on_event)
-    judge = final_fitness(setup.config, setup.context, setup.fitness_windows)
+    judge = final_fitness(setup.config, setup.context, setup.fitness_windows, store=store)
+    deps = build_search(setup.config, setup.context, budget, pool, store, _roles(setup, arm, seed),
+                        seed=seed, granularity=arm.granularity, on_event=on_event, judge=judge)
     started = time.perf_counter()
     try:
         if arm.kind == "blackbox":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
@@ -47,11 +48,15 @@ def run_blackbox(deps: SearchDeps, optimizer: str, max_evals: int) -> dict:
     # expected at a 40-evaluation budget, and not something a user can act on.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=r"nevergrad\..*|scipy\._lib\.pyprima\..*")
-        _ask_tell(deps, opt, name, max_evals)
-    return {"best": _best_from_store(deps).to_dict()}  # also right when a resume had nothing left to do
+        state = _ask_tell(deps, opt, name, max_evals)
+    if not state.get("population"):
+        return {"best": _best_from_store(deps).to_dict()}
+    # the graph's own finalize: with a judge, the champion of each batch's best and the last survivors
+    # on the fixed windows, as the evolutionary loop's (its finalizer, if any, is not ours to call here)
+    return {"best": make_nodes(replace(deps, finalizer=None))["finalize"](state)["best"]}
 
 
-def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
+def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> dict:
     """Ask, repair, evaluate, tell, one point at a time (the optimizer's own order); the evaluation
     and, every `population` evaluations, the survival step are the graph's own nodes, so fitness,
     cache, events, survivors and generation records are the search's, not a copy."""
@@ -90,6 +95,7 @@ def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> None:
             ranked = sorted(batch.values(), key=lambda c: (c["fitness"], c["plan_key"]))
             state.update(nodes["survive"]({**state, "offspring": ranked, "generation": generation}))
             in_batch = 0
+    return state
 
 
 def _best_from_store(deps: SearchDeps) -> Candidate:

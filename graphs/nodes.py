@@ -8,8 +8,11 @@
     survive -> the population is the best of the last stage (ranked by the stage each reached, then
                its score there); the generation is recorded
 
-`initialize` makes the first children (seeds: uniform, OWL, FLAP, the initializer's proposals) and
-`finalize` re-fits the best plan exactly and measures it. Each node is a small function of the
+`initialize` makes the first children (seeds: uniform, OWL, FLAP, LLM-Pruner's range, the
+initializer's proposals) and `finalize` picks the champion and re-fits it exactly: every score in
+the loop is on a small fresh sample (512 tokens at the last stage), too noisy to trust one pick, so
+the seeds, each generation's best and the last population are scored once more on the fixed
+validation windows (`judge`) and the best of them wins: never worse there than the best seed. Each node is a small function of the
 state; heavy objects (model, fitness, chat backend, database) come in through `SearchDeps`, never
 through the checkpointed state, so a killed run resumes at the last finished node and every score
 comes back from the run database.
@@ -53,6 +56,7 @@ class SearchDeps:
     moves: object = None  # pruning.quanta.MoveSpace
     seeds: list = field(default_factory=list)  # (origin, PruningPlan): uniform, OWL, FLAP
     layer_importance: list = field(default_factory=list)
+    judge: object = None  # evaluation.fitness.FitnessEvaluator on fixed windows: picks the champion
     finalizer: Callable[[Candidate], dict] | None = None
     on_event: Callable[[str, dict], None] | None = None  # live view hook
 
@@ -95,7 +99,7 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         candidates = seeds + proposal_candidates(ctx, result)
         _record(deps, result, candidates)
         return {"generation": 0, "offspring": [c.to_dict() for c in candidates], "population": [],
-                "best_history": [], "stale": 0, "done": False}
+                "best_history": [], "stale": 0, "done": False, "archive": [c.to_dict() for c in seeds]}
 
     def select(state: SearchState) -> dict:
         ctx = _context(deps, state, "selector", s.offspring)
@@ -166,11 +170,34 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         done = generation + 1 > s.generations or (s.patience > 0 and stale >= s.patience)
         if deps.on_event:
             deps.on_event("generation", {"generation": generation, **stats, "done": done})
+        archive = list(state.get("archive", []))
+        if best.plan_key not in {c["plan_key"] for c in archive}:
+            archive.append(best.to_dict())
         return {"population": [c.to_dict() for c in survivors], "offspring": [], "best_history": history,
-                "stale": stale, "done": done, "generation": generation if done else generation + 1}
+                "stale": stale, "done": done, "generation": generation if done else generation + 1,
+                "archive": archive}
+
+    def champion(state: SearchState) -> Candidate:
+        """The best of the archive and the last population on the judge's fixed windows."""
+        population = _population(state)
+        if deps.judge is None:
+            return population[0]
+        pool: dict[str, Candidate] = {}
+        for cand in population + [Candidate.from_dict(c) for c in state.get("archive", [])]:
+            pool.setdefault(cand.plan_key, cand)
+        for k, cand in enumerate(pool.values()):
+            scored = deps.judge.evaluate(PruningPlan.from_list(cand.plan))
+            cand.fitness = scored.value
+            if deps.on_event:
+                deps.on_event("evaluated", {"done": k + 1, "total": len(pool), "fitness": scored.value,
+                                            "cached": scored.cached, "seconds": scored.seconds, "stage": "champion"})
+        best = min(pool.values(), key=lambda c: (c.fitness, c.plan_key))
+        deps.store.record_champion({"plan_key": best.plan_key, "fitness": best.fitness, "origin": best.origin,
+                                    "pool": len(pool), "search_best_key": population[0].plan_key})
+        return best
 
     def finalize(state: SearchState) -> dict:
-        best = _population(state)[0]
+        best = champion(state)
         final = deps.finalizer(best) if deps.finalizer else {}
         return {"best": best.to_dict(), "final": final}
 

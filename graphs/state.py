@@ -13,5 +13,6 @@ class SearchState(TypedDict, total=False):
     best_history: list[float]  # best fitness after each generation
     stale: int  # generations in a row without improvement
     done: bool
+    archive: list[dict]  # the seeds and each generation's best: finalize's champion is chosen among them
     best: dict | None  # the final best Candidate (set by finalize)
     final: dict | None  # what finalize measured

@@ -126,6 +126,16 @@ class RunStore:
         self.db["generations"].upsert({"generation": generation, **stats, "population": _json(population),
                                        "created": time.time()}, pk="generation", alter=True)
 
+    def record_champion(self, info: dict) -> None:
+        """finalize's pick among the archive on the fixed windows (graphs/nodes.py)."""
+        run = self.run()
+        if run:
+            self.db["runs"].update(run["id"], {"champion": _json(info)}, alter=True)
+
+    def champion(self) -> dict | None:
+        run = self.run()
+        return json.loads(run["champion"]) if run and run.get("champion") else None
+
     # -- reads -----------------------------------------------------------------------------
     def calls(self, role: str | None = None) -> list[dict]:
         if role:

@@ -89,3 +89,29 @@ def test_module_granularity_search_with_llm_answers(tmp_path):
     assert_on_budget(deps, candidates)
     assert deps.store.calls("initializer")[-1]["outcome"] in ("used", "repaired")
     assert len(final["best"]["rates"]) == 8
+
+
+def test_the_champion_is_the_best_of_seeds_and_generation_bests_on_the_judges_windows(tmp_path):
+    """Every score in the loop is on a small fresh sample; finalize scores the seeds, each generation's
+    best and the last population once more on fixed windows and returns the best of them there."""
+    from graphs.runner import run_search
+    from evaluation.fitness import FitnessEvaluator
+    from pruning.data import TokenWindows
+    from pruning.genome import PruningPlan
+    from tests.search_fixtures import tiny_search_deps
+    from tests.tiny import tiny_inputs
+
+    deps = tiny_search_deps(tmp_path, classic_roles(), generations=3)
+    judge = FitnessEvaluator(deps.fitness.context, TokenWindows(tiny_inputs(3, 32, seed=11), "t", "judge"),
+                             kind="kl", store=deps.store)
+    deps.judge = judge
+    final = run_search(deps, "test", tmp_path / "checkpoint.db")
+    best, record = final["best"], deps.store.champion()
+    assert record["plan_key"] == best["plan_key"] and record["pool"] >= 2
+    assert best["fitness"] == judge.evaluate(PruningPlan.from_list(best["plan"])).value  # stated on the judge
+    seed = deps.seeds[0][1]
+    assert best["fitness"] <= judge.evaluate(seed).value  # never worse there than a seed
+    population = json.loads(deps.store.generations()[-1]["population"])
+    for key in population:  # nor than any of the last survivors
+        plan = PruningPlan.from_list(json.loads(deps.store.candidate(key)["plan"]))
+        assert best["fitness"] <= judge.evaluate(plan).value

@@ -35,7 +35,8 @@ class SearchView:
             self.status = f"{data['count']} new candidate(s)"
         elif kind == "evaluated":
             how = "cached" if data["cached"] else f"{data['seconds']:.1f} s"
-            self.status = f"evaluating {data['done']}/{data['total']}: fitness {data['fitness']:.3f} ({how})"
+            what = "champion on the fixed windows" if data.get("stage") == "champion" else "evaluating"
+            self.status = f"{what} {data['done']}/{data['total']}: fitness {data['fitness']:.3f} ({how})"
         elif kind == "generation":
             self.rows.append(data)
             log_line(f"generation {data['generation']}: best {data['best']:.4f}, mean {data['mean']:.4f}, "
