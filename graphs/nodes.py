@@ -3,8 +3,9 @@
     select  -> the selector picks parent pairs from the population
     vary    -> the crosser crosses some pairs, the mutator moves parameter quanta in the others' plans
                (exact moves: every child is on the budget by construction)
-    screen  -> population and children are scored on a few tokens of a fresh sample; the best go on
-               to the next fidelity stage (more tokens, another fresh sample), and so on
+    screen  -> children are scored on a few tokens of a fresh sample; the best go on to the next
+               fidelity stage (more tokens, another fresh sample), and so on; the population joins
+               them at the last stage
     survive -> the population is the best of the last stage (ranked by the stage each reached, then
                its score there); the generation is recorded
 
@@ -131,15 +132,21 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
 
     def screen(state: SearchState) -> dict:
         """Multi-fidelity selection: every stage scores its candidates on its own fresh sample and
-        passes its `keep` best on; the result is ordered by the stage reached, then the score there."""
+        passes its `keep` best on; the result is ordered by the stage reached, then the score there.
+        The population skips the cheap stages and meets the children at the last one (elitism: a
+        survivor is never lost to the noise of a 128-token screen; without this the best seed at
+        rate 0.35, 6% better than any child on the fixed windows, was gone after one generation)."""
         generation = state.get("generation", 0)
         merged: dict[str, Candidate] = {}
         for cand in _population(state) + [Candidate.from_dict(c) for c in state.get("offspring", [])]:
             merged.setdefault(cand.plan_key, cand)
-        alive = list(merged.values())
-        for cand in alive:
+        elite = {c.plan_key for c in _population(state)}
+        for cand in merged.values():
             cand.stage, cand.fitness = -1, None
+        alive = [c for c in merged.values() if c.plan_key not in elite]
         for index, stage in enumerate(s.stages):
+            if index + 1 == len(s.stages):
+                alive += [c for c in merged.values() if c.plan_key in elite]
             for k, cand in enumerate(alive):
                 scored = deps.fitness.score(PruningPlan.from_list(cand.plan), generation, index, stage)
                 cand.fitness, cand.stage = scored.value, index

@@ -27,9 +27,17 @@ def test_classic_search_evolves_and_records_everything(tmp_path):
     assert_on_budget(deps, candidates)
     keys = {c["plan_key"] for c in candidates}
     assert deps.fitness.known_keys() == keys
-    # the first stage scores every candidate and the population again, on one draw per generation
-    first = [r for r in deps.store.db["evaluations"].rows if ":2x16:" in r["kind"]]
-    assert len({r["kind"] for r in first}) == 4 and len(first) == deps.fitness.evaluations - 4 * 3
+    # one draw per (generation, stage); the first stage scores the children only: the population (the
+    # last generation's survivors) skips it and is scored again at the last stage, beside the children
+    # that passed (elitism)
+    rows = list(deps.store.db["evaluations"].rows)
+    assert len({r["kind"] for r in rows if ":2x16:" in r["kind"]}) == 4
+    generations = deps.store.generations()
+    for g in range(1, 4):
+        survivors = set(json.loads(generations[g - 1]["population"]))
+        first = {r["plan_key"] for r in rows if r["kind"] == f"kl:2x16:g{g}s0:seed0"}
+        last = {r["plan_key"] for r in rows if r["kind"] == f"kl:2x32:g{g}s1:seed0"}
+        assert first and not first & survivors and survivors <= last and last - survivors
     assert len(deps.store.generations()) == 4
     assert {c["origin"].split(":")[0] for c in candidates} == {"classic", "seed"}
     moved = [c for c in candidates if c["origin"] == "classic:exact-move"]
