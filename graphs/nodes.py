@@ -97,9 +97,11 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
                 seeds.append(candidate_from_plan(ctx, plan, origin))
         ctx.known_keys |= {c.plan_key for c in seeds}
         result = deps.roles["initializer"](ctx)
-        candidates = seeds + proposal_candidates(ctx, result)
-        _record(deps, result, candidates)
-        return {"generation": 0, "offspring": [c.to_dict() for c in candidates], "population": [],
+        proposals = proposal_candidates(ctx, result)
+        _record(deps, result, seeds + proposals)
+        # the seeds stand as the population: like survivors, they skip the cheap stages (at rate 0.35 a
+        # 128-token screen dropped the LLM-Pruner seed, the best plan of the whole run on the fixed windows)
+        return {"generation": 0, "offspring": [c.to_dict() for c in proposals], "population": [c.to_dict() for c in seeds],
                 "best_history": [], "stale": 0, "done": False, "archive": [c.to_dict() for c in seeds]}
 
     def select(state: SearchState) -> dict:
@@ -165,9 +167,9 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         survivors = ranked[: s.population]
         best = survivors[0]
         previous = _population(state)
-        stale = 0 if not previous or previous[0].plan_key != best.plan_key else state.get("stale", 0) + 1
-        history = list(state.get("best_history", [])) + [best.fitness]
         generation = state.get("generation", 0)
+        stale = 0 if generation == 0 or previous[0].plan_key != best.plan_key else state.get("stale", 0) + 1
+        history = list(state.get("best_history", [])) + [best.fitness]
         top = [c.fitness for c in survivors if c.stage == best.stage]
         stats = {"best": best.fitness, "mean": sum(top) / len(top), "diversity": _diversity(survivors),
                  "wall_s": time.perf_counter() - started, "evaluations": deps.fitness.evaluations,

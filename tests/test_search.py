@@ -33,6 +33,9 @@ def test_classic_search_evolves_and_records_everything(tmp_path):
     rows = list(deps.store.db["evaluations"].rows)
     assert len({r["kind"] for r in rows if ":2x16:" in r["kind"]}) == 4
     generations = deps.store.generations()
+    seed = deps.seeds[0][1].key()  # the seeds stand as generation 0's population: no cheap screen either
+    assert seed not in {r["plan_key"] for r in rows if r["kind"] == "kl:2x16:g0s0:seed0"}
+    assert seed in {r["plan_key"] for r in rows if r["kind"] == "kl:2x32:g0s1:seed0"}
     for g in range(1, 4):
         survivors = set(json.loads(generations[g - 1]["population"]))
         first = {r["plan_key"] for r in rows if r["kind"] == f"kl:2x16:g{g}s0:seed0"}
