@@ -154,7 +154,8 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
             deps.on_event = view.on_event
             final = run_search(deps, run_id, run_dir / "checkpoint.db", resume=resume, on_update=view.on_node)
         summary = {"run_id": run_id, "run_dir": str(run_dir), "wall_s_this_session": time.perf_counter() - started,
-                   "evaluations": store.evaluation_count(), "evaluations_this_session": fitness.evaluations,
+                   "evaluations": store.evaluation_count(),  # every stage and the champion's, all sessions
+                   "evaluations_this_session": fitness.evaluations + judge.evaluations,
                    "tokens_scored_this_session": fitness.tokens_scored,
                    "scoring_seconds_this_session": round(fitness.seconds, 1), "llm": store.token_totals(),
                    "outcomes": store.outcome_counts(), "best": final.get("best"), "champion": store.champion(),
