@@ -20,7 +20,6 @@ from assembly.build import build_search, final_fitness, prepare_run
 from assembly.config import RunConfig
 from assembly.placement_options import offload_folder_for, pruned_offload_folder, ready_machine
 from graphs.runner import run_search
-from pruning.genome import PruningPlan
 from pruning.placement import OutOfMemory
 from pruning.versions import versions
 from store.run_store import RunStore
@@ -129,11 +128,10 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
 
         def finalizer(best):
             view.live.stop()  # progress bars of the final evaluation replace the live view
-            # the best plan's fitness on fixed windows as the search saw it (refit table), then the same
-            # windows on the exactly re-fitted model: the report states the gap
-            stated = {**best.to_dict(), "fitness": judge.evaluate(PruningPlan.from_list(best.plan)).value}
+            # the champion's fitness is the judge's on the fixed windows as the search saw it (refit
+            # table); finalize scores the same windows on the exactly re-fitted model: the report states the gap
             with stage("finalize"):
-                return finalize_search(stated, context, budget, loaded.tokenizer, prepared.test_windows,
+                return finalize_search(best.to_dict(), context, budget, loaded.tokenizer, prepared.test_windows,
                                        run_dir / "model", record, batch_size=config.batch_size,
                                        progress_factory=progress_bar, zero_shot_options=zero_shot_options(config),
                                        timing=config.timing == "on", status=status_line,

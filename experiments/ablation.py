@@ -161,8 +161,7 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
         store.set_status("interrupted")
         raise
     search_s = time.perf_counter() - started
-    plan = PruningPlan.from_list(best["plan"])
-    best = {**best, "fitness": judge.evaluate(plan).value}  # on the fixed windows, as the reference's
+    plan = PruningPlan.from_list(best["plan"])  # finalize's champion: its fitness is the judge's, as the reference's
     test_ppl = plan_perplexity(setup.context, plan, setup.test_windows, setup.config.batch_size)
     curve = [row["best"] for row in store.generations()]  # best of each generation, on its own sample
     llm = store.token_totals()

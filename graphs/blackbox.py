@@ -9,14 +9,12 @@ same seed replays the same asks, so a killed run resumes from the run database.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import replace
 
 import numpy as np
 
 from agents.proposals import candidate_from
-from agents.types import Candidate
 from graphs.nodes import SearchDeps, make_nodes
 from pruning.genome import Genome, PruningPlan
 from pruning.repair import repair
@@ -48,9 +46,7 @@ def run_blackbox(deps: SearchDeps, optimizer: str, max_evals: int) -> dict:
     # expected at a 40-evaluation budget, and not something a user can act on.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=r"nevergrad\..*|scipy\._lib\.pyprima\..*")
-        state = _ask_tell(deps, opt, name, max_evals)
-    if not state.get("population"):
-        return {"best": _best_from_store(deps).to_dict()}
+        state = _ask_tell(deps, opt, name, max_evals)  # a resume replays every ask: the state is whole again
     # the graph's own finalize: with a judge, the champion of each batch's best and the last survivors
     # on the fixed windows, as the evolutionary loop's (its finalizer, if any, is not ours to call here)
     return {"best": make_nodes(replace(deps, finalizer=None))["finalize"](state)["best"]}
@@ -97,13 +93,3 @@ def _ask_tell(deps: SearchDeps, opt, name: str, max_evals: int) -> dict:
             in_batch = 0
     return state
 
-
-def _best_from_store(deps: SearchDeps) -> Candidate:
-    """The best survivor of the last recorded generation, with its score there."""
-    last = deps.store.generations()[-1]
-    key = json.loads(last["population"])[0]
-    row = {**deps.store.candidate(key), "value": json.loads(last["population_fitness"])[0][0]}
-    return Candidate(rates=json.loads(row["genome"]), granularity=row["granularity"], plan_key=row["plan_key"],
-                     plan=json.loads(row["plan"]), total_params=row["total_params"], block_params=row["block_params"],
-                     origin=row["origin"], generation=row["generation"], parents=json.loads(row["parents"]),
-                     notes=json.loads(row["repair_notes"]), fitness=row["value"])

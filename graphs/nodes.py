@@ -13,8 +13,9 @@
 initializer's proposals) and `finalize` picks the champion and re-fits it exactly: every score in
 the loop is on a small fresh sample (512 tokens at the last stage), too noisy to trust one pick, so
 the seeds, each generation's best and the last population are scored once more on the fixed
-validation windows (`judge`) and the best of them wins: never worse there than the best seed. Each node is a small function of the
-state; heavy objects (model, fitness, chat backend, database) come in through `SearchDeps`, never
+validation windows (`judge`) and the best of them wins: never worse there than the best seed.
+
+Each node is a small function of the state; heavy objects (model, fitness, chat backend, database) come in through `SearchDeps`, never
 through the checkpointed state, so a killed run resumes at the last finished node and every score
 comes back from the run database.
 """
@@ -55,7 +56,7 @@ class SearchDeps:
     budget: object
     settings: SearchSettings
     moves: object = None  # pruning.quanta.MoveSpace
-    seeds: list = field(default_factory=list)  # (origin, PruningPlan): uniform, OWL, FLAP
+    seeds: list = field(default_factory=list)  # (origin, PruningPlan): uniform, OWL, FLAP, LLM-Pruner's range
     layer_importance: list = field(default_factory=list)
     judge: object = None  # evaluation.fitness.FitnessEvaluator on fixed windows: picks the champion
     finalizer: Callable[[Candidate], dict] | None = None
