@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="prune once with a fixed allocation (no search) and save the checkpoint")
     add_options(prune, "model", "budget", "pruning")
     prune.add_argument("--allocation", default="uniform",
-                       help="uniform, owl, flap, a genome JSON file, or a comma list of per-layer rates")
+                       help="uniform, owl, flap, llm-pruner (first and last layers whole), a genome JSON file, or a comma list of per-layer rates")
     prune.add_argument("--owl-lambda", type=float, default=0.08, help="OWL: rates spread over [-lambda, +lambda]")
     prune.add_argument("--owl-threshold", type=float, default=5.0, help="OWL: outlier = score above this x the mean")
     prune.add_argument("--eval-seqlen", type=int, default=512, help="WikiText-2 test window length")

@@ -24,7 +24,7 @@ from pruning.context import PruningContext
 from pruning.data import TokenWindows, load_windows
 from pruning import allocation
 from pruning.genome import PruningPlan
-from pruning.importance import layer_importance, wanda_outlier_ratios
+from pruning.importance import comparable_scores, layer_importance, wanda_outlier_ratios
 from pruning.loading import LoadedModel, load_model, load_tokenizer
 from pruning.prepare import calibration_windows, make_budget, prepare
 from pruning.quanta import MoveSpace
@@ -91,9 +91,10 @@ def build_search(config: RunConfig, context: PruningContext, budget: Budget, poo
     fitness = SampledFitness(context, pool, kind=config.fitness, store=store, batch_size=config.batch_size,
                              seed=settings.seed)
     moves = MoveSpace(context.space, budget)
+    comparable = comparable_scores(context.model, context.stats, context.scores)
     return SearchDeps(roles=roles, fitness=fitness, store=store, space=context.space, budget=budget,
                       settings=settings, moves=moves, seeds=seed_plans(context, budget, moves),
-                      layer_importance=layer_importance(context.scores), finalizer=finalizer, on_event=on_event,
+                      layer_importance=layer_importance(comparable), finalizer=finalizer, on_event=on_event,
                       judge=judge)
 
 
@@ -111,8 +112,9 @@ def seed_plans(context: PruningContext, budget: Budget, moves: MoveSpace) -> lis
     rng = random.Random(0)
     seeds = [("seed:uniform", context.uniform_plan(budget))]
     ratios = wanda_outlier_ratios(context.model, context.stats)
+    comparable = comparable_scores(context.model, context.stats, context.scores)  # FLAP compares across layers
     for origin, genome in (("seed:owl", allocation.owl(space, budget, ratios)),
-                           ("seed:flap", allocation.flap(space, budget, context.scores)),
+                           ("seed:flap", allocation.flap(space, budget, comparable)),
                            ("seed:llm-pruner", allocation.llm_pruner(space, budget))):
         seeds.append((origin, moves.rebalance(repair(genome, space, budget).plan, rng)))
     return seeds

@@ -50,7 +50,7 @@ SHAPES = {  # name: (hidden, intermediate, layers, heads, kv_heads, vocab)
 
 def context_for(model, windows: TokenWindows):
     """The defaults, least-squares reconstruction included (exact refits, calibrated on `windows`)."""
-    settings = PruneSettings()
+    settings = PruneSettings(metric="wanda-sp")  # as measured
     context, _ = build_context(model, make_space(model, settings), "wanda-sp", windows, cache_dir=None,
                                batch_size=4, reconstruction=Reconstruction(settings.reconstruct))
     return context
@@ -168,7 +168,7 @@ def embedded_checks(store: ResultStore, data_dir: str, zero_shot_limit: int) -> 
 
     loaded = load_model("smollm2-135m", dtype="bfloat16", device=DEVICE)
     started = time.perf_counter()
-    context, _ = prepare(loaded.model, loaded.tokenizer, PruneSettings(data_dir=data_dir, batch_size=8))
+    context, _ = prepare(loaded.model, loaded.tokenizer, PruneSettings(metric="wanda-sp", data_dir=data_dir, batch_size=8))
     store.put("embedded calibration_s", time.perf_counter() - started)
     models, params = {"dense": loaded.model}, {}
     for rate in (0.2, 0.5):

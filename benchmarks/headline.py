@@ -49,7 +49,8 @@ from pruning.repair import repair  # noqa: E402
 from evaluation.zeroshot import task_score  # noqa: E402
 
 FIXED = ("uniform wanda-sp", "uniform flap", "flap global", "owl wanda-sp",
-         "uniform wanda-sp + refit", "owl wanda-sp + refit", "uniform obs + refit", "llm-pruner range + refit")
+         "uniform wanda-sp + refit", "owl wanda-sp + refit", "uniform obs + refit", "llm-pruner range + refit",
+         "llm-pruner range obs + refit")
 SEARCHES = {"random search": "random", "classic evolution": "classic", "cma-es (nevergrad)": "cma",
             "self-pruner llm (layer)": "llm", "self-pruner llm (module)": "llm@module",
             "random search + refit": "random", "classic evolution + refit": "classic",
@@ -61,6 +62,12 @@ DEFAULT_ROW = "self-pruner (default)"  # exactly what `python main.py --rate R` 
 
 def uses_refit(method: str) -> bool:
     return method.endswith(REFIT) or method == DEFAULT_ROW
+
+
+def search_metric(bench, method: str) -> str:
+    """The default row's metric is the CLI's (`--metric auto`: OBS with the refit); every other search
+    row ranks units with Wanda-sp, as it was measured."""
+    return bench.cli_defaults.importance_metric if method == DEFAULT_ROW else "wanda-sp"
 STAGES = ("ppl", "timing", "zeroshot")
 
 
@@ -98,7 +105,7 @@ class Bench:
         # the CLI's defaults (`main.py ablate --data-dir D`): the cells stay comparable with the command's
         self.cli_defaults = RunConfig.from_args(build_parser().parse_args(["ablate", "--data-dir", a.data_dir or "."]))
         config = replace(self.cli_defaults, device="cpu", data_dir=a.data_dir, final_eval_windows=a.test_windows,
-                         reconstruct="ls")
+                         reconstruct="ls", metric="wanda-sp")  # the "wanda-sp + refit" rows; OBS has its own context
         prepared = prepare_run(config, Path(a.out) if a.out else RESULTS)
         self.model, self.tokenizer, self.refit = prepared.loaded.model, prepared.loaded.tokenizer, prepared.context
         self.test512, self.fitness, self.pool = prepared.test_windows, prepared.fitness_windows, prepared.fitness_pool
@@ -134,9 +141,17 @@ class Bench:
         """Budgets are priced in a context's own space (a compensation bias is a parameter)."""
         return make_budget((context or self.wanda).space, None, rate, granularity)
 
-    def setup(self, rate: float, refit: bool = False) -> AblationSetup:
-        context = self.refit if refit else self.wanda
-        config = replace(self.cli_defaults, rate=rate, model="smollm2-135m", reconstruct="ls" if refit else "off")
+    def search_context(self, refit: bool, metric: str = "wanda-sp") -> PruningContext:
+        if metric == "obs":
+            return self.obs
+        if metric != "wanda-sp":
+            raise ValueError(f"the headline's searches rank units with wanda-sp or obs, not {metric!r}")
+        return self.refit if refit else self.wanda
+
+    def setup(self, rate: float, refit: bool = False, metric: str = "wanda-sp") -> AblationSetup:
+        context = self.search_context(refit, metric)
+        config = replace(self.cli_defaults, rate=rate, model="smollm2-135m", reconstruct="ls" if refit else "off",
+                         metric=metric)
         if self.args.smoke:
             config = replace(config, population=4, generations=1, offspring=4, fidelity="2x16:3,2x32:2")
         return AblationSetup(config=config, context=context,
@@ -158,7 +173,8 @@ class Bench:
 FIXED_ALLOCATIONS = {"uniform wanda-sp": ("wanda", "uniform"), "uniform flap": ("flap", "uniform"),
                      "flap global": ("flap", "flap"), "owl wanda-sp": ("wanda", "owl"),
                      "uniform wanda-sp + refit": ("refit", "uniform"), "owl wanda-sp + refit": ("refit", "owl"),
-                     "uniform obs + refit": ("obs", "uniform"), "llm-pruner range + refit": ("refit", "llm-pruner")}
+                     "uniform obs + refit": ("obs", "uniform"), "llm-pruner range + refit": ("refit", "llm-pruner"),
+                     "llm-pruner range obs + refit": ("obs", "llm-pruner")}
 
 
 def fixed_plan(bench: Bench, method: str, rate: float):
@@ -173,11 +189,12 @@ def fixed_plan(bench: Bench, method: str, rate: float):
     return context, repair(choose_genome(options, context, budget, "layer"), context.space, budget)
 
 
-def search_cells(bench: Bench, rate: float, arm: str, seeds: list[int], out_root: Path, refit: bool = False) -> list[dict]:
+def search_cells(bench: Bench, rate: float, arm: str, seeds: list[int], out_root: Path, refit: bool = False,
+                 metric: str = "wanda-sp") -> list[dict]:
     # searches since exact moves and multi-fidelity selection (the older ablation-rate* folders hold the
-    # searches before them, kept as measured)
-    out_dir = out_root / f"searches-rate{rate}{'-refit' if refit else ''}"
-    setup = bench.setup(rate, refit)
+    # searches before them, kept as measured); ranked by OBS: a folder of their own
+    out_dir = out_root / f"searches-rate{rate}{'-refit' if refit else ''}{'' if metric == 'wanda-sp' else '-' + metric}"
+    setup = bench.setup(rate, refit, metric)
     if not bench.args.smoke:  # the same folder `main.py ablate --rate R` would use: same settings
         from commands.ablate import check_settings
 
@@ -200,7 +217,10 @@ def model_for(bench: Bench, method: str, rate: float, store: ResultStore):
         return context.prune(result.plan, exact=True), result
     entry = store.data[f"{rate}|{method}|search"]
     plan = PruningPlan.from_list(entry["best_plan"])
-    return (bench.refit if uses_refit(method) else bench.wanda).prune(plan, exact=True), None
+    context = bench.search_context(uses_refit(method), search_metric(bench, method))
+    if context is bench.obs:  # its scores come from the reference pass at this budget (read back from the cache)
+        context.prepare_for(bench.budget(rate, context=context))
+    return context.prune(plan, exact=True), None
 
 
 def ppl_row_is_complete(row: dict | None, method: str, seeds: list[int]) -> bool:
@@ -227,7 +247,8 @@ def stage_ppl(bench, store, rate, method, seeds, out_root):
     row: dict = {"method": method, "rate": rate}
     if method in SEARCHES:
         arm = SEARCHES[method]
-        cells = search_cells(bench, rate, arm, seeds, out_root, refit=uses_refit(method))
+        cells = search_cells(bench, rate, arm, seeds, out_root, refit=uses_refit(method),
+                             metric=search_metric(bench, method))
         best = min(cells, key=lambda c: c["best_fitness"])
         for stale in stale_keys(store, rate, method, best["best_plan"]):
             store.drop(stale)
@@ -252,7 +273,7 @@ def stage_ppl(bench, store, rate, method, seeds, out_root):
                 "granularity": result.genome.granularity, "ppl512": perplexity(model, bench.test512)}
     else:  # the searches' PPL@512 comes from their cells (every seed)
         plan = PruningPlan.from_list(store.data[f"{rate}|{method}|search"]["best_plan"])
-        space = (bench.refit if uses_refit(method) else bench.wanda).space
+        space = bench.search_context(uses_refit(method), search_metric(bench, method)).space
         row |= {"total_params": space.total_params(plan), "block_params": space.block_params(plan),
                 "budget_params": bench.budget(rate).target_params}
     row["ppl128"] = perplexity(model, bench.test128)

@@ -110,7 +110,7 @@ def one_run(folder: Path, args, reconstruct: str) -> dict:
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (args.calib_samples, args.calib_seqlen), generator=torch.Generator().manual_seed(0))
     windows = TokenWindows(ids, "random", "validation")
-    settings = PruneSettings(reconstruct=reconstruct)
+    settings = PruneSettings(metric="wanda-sp", reconstruct=reconstruct)  # as measured
     space = make_space(model, settings)
     started = time.perf_counter()
     context, _ = build_context(model, space, "wanda-sp", windows, cache_dir=None, batch_size=4,

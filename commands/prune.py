@@ -12,7 +12,7 @@ from pruning import allocation
 from pruning.budget import format_params
 from pruning.checkpoint import save_pruned
 from pruning.data import load_windows
-from pruning.importance import OBS_PENDING, wanda_outlier_ratios
+from pruning.importance import OBS_PENDING, comparable_scores, wanda_outlier_ratios
 from pruning.loading import load_model, load_tokenizer
 from pruning.perplexity import perplexity
 from pruning.prepare import calibration_windows, make_budget, make_space, prepare
@@ -35,11 +35,8 @@ def choose_genome(args, context, budget, granularity: str):
     if name == "owl":
         ratios = wanda_outlier_ratios(context.model, context.stats, args.owl_threshold)
         return allocation.owl(context.space, budget, ratios, args.owl_lambda)
-    if name == "flap":
-        if context.scores.metric == "obs":
-            raise ValueError("--allocation flap compares score sizes across layers; --metric obs scores are removal ranks "
-                             "within a layer: use --metric flap (the refit still applies), or another allocation")
-        return allocation.flap(context.space, budget, context.scores)
+    if name == "flap":  # sizes compared across layers: with OBS (ranks within a layer), Wanda-sp's scores
+        return allocation.flap(context.space, budget, comparable_scores(context.model, context.stats, context.scores))
     if name == "llm-pruner":
         return allocation.llm_pruner(context.space, budget)
     return allocation.genome_from_spec(name, context.space, granularity)

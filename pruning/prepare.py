@@ -17,7 +17,7 @@ from pruning.space import PruningSpace
 
 @dataclass
 class PruneSettings:
-    metric: str = "wanda-sp"
+    metric: str = "obs"  # RunConfig's --metric auto with the default reconstruction (ls)
     granularity: str = "layer"
     gqa: str = "query"
     mlp_unit: int = 0  # 0 = automatic

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
@@ -89,7 +90,9 @@ class RefitTable:
                                                    r.target)
             if (folder / "done.json").exists():
                 scores = _load_scores(folder / "scores.pt") if obs else context.scores
-                return cls(context, None, r.damping, folder, reference), scores
+                if scores is not None:
+                    return cls(context, None, r.damping, folder, reference), scores
+                (folder / "done.json").unlink()  # an older format's scores: the pass is made again
             folder.mkdir(parents=True, exist_ok=True)
         model, space = context.model, context.space
         adapter = DecoderAdapter(model)
@@ -246,9 +249,13 @@ def _save_scores(scores: ImportanceScores, path: Path) -> None:
                                                      l.channel_input_mean) for l in scores.layers]}, path)
 
 
-def _load_scores(path: Path) -> ImportanceScores:
-    data = torch.load(path, weights_only=True)
-    return ImportanceScores(data["metric"], [LayerImportance(*layer) for layer in data["layers"]])
+def _load_scores(path: Path) -> ImportanceScores | None:
+    """None when the file is not today's format (an older version pickled the scores' class)."""
+    try:
+        data = torch.load(path, weights_only=True)
+        return ImportanceScores(data["metric"], [LayerImportance(*layer) for layer in data["layers"]])
+    except (pickle.UnpicklingError, KeyError, TypeError, RuntimeError, EOFError):
+        return None
 
 
 def table_key(stats_key: str, metric: str, reference: PruningPlan, windows: TokenWindows, damping: float,

@@ -45,5 +45,5 @@ def test_local_agent_search_end_to_end(tmp_path, shared_data_dir):
     assert "## Inference timing" in report and "## Fitness per generation" in report
     if shared_data_dir:  # the task files are there: finalize ran lm-eval on all three models
         assert "## Zero-shot accuracy" in report
-        assert set(summary["final"]["zero_shot"]) == {"dense", "uniform wanda-sp", "uniform wanda-sp + refit", "searched"}
+        assert set(summary["final"]["zero_shot"]) == {"dense", "uniform wanda-sp", "uniform obs + refit", "searched"}
     assert server_processes() == []

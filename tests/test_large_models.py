@@ -56,7 +56,7 @@ def test_search_split_over_cpu_and_disk_gives_the_unsplit_checkpoint(tiny_dir, t
     summary = json.loads((tmp_path / "split" / "summary.json").read_text())
     assert set(summary["prepare_seconds"]) == {"statistics", "importance", "reference pass"}
     if shared_data_dir:  # lm-eval on the offloaded dense, masked and pruned models
-        assert set(summary["final"]["zero_shot"]) == {"dense", "uniform wanda-sp", "uniform wanda-sp + refit", "searched"}
+        assert set(summary["final"]["zero_shot"]) == {"dense", "uniform wanda-sp", "uniform obs + refit", "searched"}
         assert all(0 <= r["average"] <= 1 for r in summary["final"]["zero_shot"].values())
 
 

@@ -229,3 +229,24 @@ def test_exact_refits_cached_on_disk_come_back_identical(tmp_path):
             assert (p is None) == (q is None)
             if p is not None:
                 assert torch.equal(p.kept, q.kept) and torch.equal(p.weight, q.weight) and torch.equal(p.bias, q.bias)
+
+
+def test_a_table_folder_with_scores_in_an_older_format_is_rebuilt_not_a_crash(tmp_path):
+    """Older versions pickled the OBS scores' class, which `weights_only` loading refuses: the
+    folder counts as unfinished and the reference pass is made again."""
+    model = tiny_llama(seed=5)
+    budget = None
+    for attempt in range(2):
+        context = make_context(model, "query", "obs", "ls", calibration_windows=8)
+        context.reconstruction.cache_dir = tmp_path
+        budget = budget or budget_from_args(context.space.shape, None, 0.35, context.space.min_total_params("layer"))
+        context.prepare_for(budget)
+        assert context.scores.metric == "obs"
+        if attempt == 0:
+            made = context.scores
+            (folder,) = [p.parent for p in tmp_path.glob("table-*/done.json")]
+            torch.save(made, folder / "scores.pt")  # the old format: the object itself
+    (folder,) = [p.parent for p in tmp_path.glob("table-*/done.json")]
+    assert isinstance(torch.load(folder / "scores.pt", weights_only=True), dict)  # written again, today's format
+    for old, new in zip(made.layers, context.scores.layers):
+        assert torch.equal(old.channel_scores, new.channel_scores)
