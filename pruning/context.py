@@ -117,6 +117,7 @@ class PruningContext:
         from pruning.refit_table import RefitTable
 
         started = time.perf_counter()
+        self._exact = {}  # OBS scores may change with the reference: a plan's exact refits with them
         table, scores = RefitTable.build(self, reference, progress=progress)
         self.scores = scores
         self.table = table if self.reconstruction.mode == "ls" else None
@@ -141,7 +142,7 @@ class PruningContext:
         r = self._require_calibration()
         path = None
         if r.exact_cache is not None:
-            path = Path(r.exact_cache) / f"exact-{_exact_key(r, self.scores.metric, self.space, plan)}.pt"
+            path = Path(r.exact_cache) / f"exact-{_exact_key(r, self.scores, self.space, plan)}.pt"
             if path.exists():
                 return refits_from_state(torch.load(path, weights_only=True))
         refits = SequentialRefit(self.model, selections, r.calibration, r.damping, r.batch_size,
@@ -200,11 +201,23 @@ class PruningContext:
         return self.model
 
 
-def _exact_key(r: Reconstruction, metric: str, space: PruningSpace, plan: PruningPlan) -> str:
+def _exact_key(r: Reconstruction, scores, space: PruningSpace, plan: PruningPlan) -> str:
     w = r.calibration
-    payload = json.dumps([r.stats_key, metric, space.gqa, space.mlp_unit, plan.key(), r.damping, r.target, w.source,
-                          w.split, len(w), w.seqlen, int(w.input_ids.sum())])
+    payload = json.dumps([r.stats_key, _scores_key(scores), space.gqa, space.mlp_unit, plan.key(), r.damping, r.target,
+                          w.source, w.split, len(w), w.seqlen, int(w.input_ids.sum())])
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _scores_key(scores) -> str:
+    """The metric's name, and for OBS the scores themselves: they depend on the budget (the reference
+    pass's trajectory), so two budgets' OBS selections of one plan differ."""
+    if scores.metric != "obs":
+        return scores.metric
+    digest = hashlib.sha256()
+    for layer in scores.layers:
+        for t in (layer.head_scores, layer.channel_scores):
+            digest.update(t.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+    return "obs:" + digest.hexdigest()[:16]
 
 
 def build_context(model, space: PruningSpace, metric: str, calibration: TokenWindows, cache_dir: Path | None,

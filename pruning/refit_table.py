@@ -82,7 +82,9 @@ class RefitTable:
         cache folder, each layer's Grams go to disk as they are made, and a finished folder is read
         back instead of recomputed."""
         r = context.reconstruction
-        obs = context.scores.metric == OBS_PENDING
+        # OBS scores belong to the trajectory they were measured on: a table along another reference
+        # (another budget) makes them again, it does not keep the last one's
+        obs = context.scores.metric in (OBS_PENDING, "obs")
         folder = None
         if r.cache_dir is not None:
             metric = "obs" if obs else context.scores.metric

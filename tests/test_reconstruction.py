@@ -250,3 +250,25 @@ def test_a_table_folder_with_scores_in_an_older_format_is_rebuilt_not_a_crash(tm
     assert isinstance(torch.load(folder / "scores.pt", weights_only=True), dict)  # written again, today's format
     for old, new in zip(made.layers, context.scores.layers):
         assert torch.equal(old.channel_scores, new.channel_scores)
+
+
+def test_obs_scores_follow_the_budget_a_context_is_prepared_for():
+    """OBS scores come from the reference pass at a budget: a context prepared for one rate, then
+    another, must select as a fresh context prepared for the second (a headline run measures several
+    rates in one process; it once kept the first rate's scores and its exact-refit cache mixed them)."""
+    model = tiny_llama(seed=5)
+    twice, once = (make_context(model, "query", "obs", "ls", calibration_windows=8) for _ in range(2))
+    budget = lambda ctx, rate: budget_from_args(ctx.space.shape, None, rate, ctx.space.min_total_params("layer"))
+    twice.prepare_for(budget(twice, 0.2))
+    first = [layer.channel_scores.clone() for layer in twice.scores.layers]
+    twice.prepare_for(budget(twice, 0.5))
+    once.prepare_for(budget(once, 0.5))
+    assert any(not torch.equal(a, b.channel_scores) for a, b in zip(first, once.scores.layers))  # the rates differ
+    for a, b in zip(twice.scores.layers, once.scores.layers):
+        assert torch.equal(a.channel_scores, b.channel_scores) and torch.equal(a.head_scores, b.head_scores)
+    plan = repair(Genome("layer", (0.5,) * len(PLAN.layers)), once.space, budget(once, 0.5)).plan
+    x = tiny_inputs()
+    with twice.masked(plan, exact=True):
+        got = logits(model, x)
+    with once.masked(plan, exact=True):
+        assert torch.allclose(got, logits(model, x))

@@ -120,9 +120,38 @@ def test_the_champion_is_the_best_of_seeds_and_generation_bests_on_the_judges_wi
     best, record = final["best"], deps.store.champion()
     assert record["plan_key"] == best["plan_key"] and record["pool"] >= 2
     assert best["fitness"] == judge.evaluate(PruningPlan.from_list(best["plan"])).value  # stated on the judge
-    seed = deps.seeds[0][1]
-    assert best["fitness"] <= judge.evaluate(seed).value  # never worse there than a seed
+    seeds = [judge.evaluate(plan).value for _, plan in deps.seeds]
+    assert best["fitness"] <= min(seeds)  # never worse there than a seed
     population = json.loads(deps.store.generations()[-1]["population"])
-    for key in population:  # nor than any of the last survivors
+    margin = deps.settings.champion_margin
+    for key in population:  # nor than any of the last survivors, unless a seed within the margin was kept
         plan = PruningPlan.from_list(json.loads(deps.store.candidate(key)["plan"]))
-        assert best["fitness"] <= judge.evaluate(plan).value
+        if record["seed_kept_by_margin"]:
+            assert best["origin"].startswith("seed:") and judge.evaluate(plan).value > best["fitness"] * (1 - margin)
+        else:
+            assert best["fitness"] <= judge.evaluate(plan).value
+
+
+def test_a_searched_plan_must_beat_the_best_seed_by_the_margin_to_be_the_champion(tmp_path):
+    """Below the judge's resolution the best seed stays: with a margin larger than any gain the
+    champion is the best seed; with no margin it is the best plan on the judge's windows."""
+    from graphs.runner import run_search
+    from evaluation.fitness import FitnessEvaluator
+    from pruning.data import TokenWindows
+    from tests.search_fixtures import tiny_search_deps
+    from tests.tiny import tiny_inputs
+
+    picks = {}
+    for margin in (0.0, 0.99):
+        deps = tiny_search_deps(tmp_path / str(margin), classic_roles(), generations=2)
+        deps.settings.champion_margin = margin
+        deps.judge = FitnessEvaluator(deps.fitness.context, TokenWindows(tiny_inputs(3, 32, seed=11), "t", "judge"),
+                                      kind="kl", store=deps.store)
+        final = run_search(deps, "test", tmp_path / str(margin) / "checkpoint.db")
+        seeds = {plan.key(): deps.judge.evaluate(plan).value for _, plan in deps.seeds}
+        picks[margin] = (final["best"], deps.store.champion(), min(seeds.values()))
+    best, record, best_seed = picks[0.99]
+    assert best["origin"].startswith("seed:") and best["fitness"] == best_seed
+    best, record, best_seed = picks[0.0]
+    assert not record["seed_kept_by_margin"] and best["fitness"] <= best_seed
+    assert not best["origin"].startswith("seed:")  # the tiny search does find a plan better than its seeds
