@@ -111,7 +111,8 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
     if best:
         champion = summary.get("champion")
         how = (f" Chosen on the fixed validation windows among {champion['pool']} plans (the seeds, each generation's "
-               f"best, the last population){'; the last generation ranked another plan first' if champion['search_best_key'] != champion['plan_key'] else ''}."
+               f"best, the last population){'; the last generation ranked another plan first' if champion['search_best_key'] != champion['plan_key'] else ''}"
+               f"{_margin_note(champion)}."
                if champion else "")
         lines += ["## Best genome", "", f"Fitness {best['fitness']:.4f}, origin `{best['origin']}`.{how}", "",
                   "| layer | " + ("rate |" if best["granularity"] == "layer" else "attention | MLP |"),
@@ -157,3 +158,11 @@ def export_lines(rows: list[dict], checkpoint_ppl: float | None) -> list[str]:
         lines += ["", f"DeciLM padding (exact zeros): {padding['query_heads_stored']} query heads stored for "
                       f"{padding['query_heads_real']} real, {padding['kv_heads_stored']} KV heads for {padding['kv_heads_real']}."]
     return lines + [""]
+
+
+def _margin_note(champion: dict) -> str:
+    """Why a seed stands although a searched plan scored lower (graphs/nodes.py champion_margin)."""
+    if not champion.get("seed_kept_by_margin"):
+        return ""
+    return (f"; a searched plan scored lower there, but by less than {champion['margin']:.0%}, within what these windows "
+            f"resolve: the best seed is kept")

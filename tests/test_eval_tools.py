@@ -45,6 +45,12 @@ def test_report_files_exist_and_parse(tmp_path):
     for name in ("rates.png", "fitness.png"):
         image = mpimg.imread(tmp_path / name)
         assert image.shape[0] > 100 and image.shape[1] > 100
+    assert "the best seed is kept" not in text
+    summary["champion"] = {"plan_key": best["plan_key"], "pool": 9, "search_best_key": "x", "margin": 0.01,
+                           "seed_kept_by_margin": True}
+    write_report(tmp_path, summary, deps.store.generations(), deps.budget.to_dict())
+    text = (tmp_path / "report.md").read_text()
+    assert "among 9 plans" in text and "by less than 1%" in text and "the best seed is kept" in text
 
 
 @pytest.mark.integration
