@@ -24,7 +24,7 @@ from pruning.context import PruningContext
 from pruning.data import TokenWindows, load_windows
 from pruning import allocation
 from pruning.genome import PruningPlan
-from pruning.importance import comparable_scores, layer_importance, wanda_outlier_ratios
+from pruning.importance import ImportanceScores, layer_importance, wanda_outlier_ratios
 from pruning.loading import LoadedModel, load_model, load_tokenizer
 from pruning.prepare import calibration_windows, make_budget, prepare
 from pruning.quanta import MoveSpace
@@ -91,9 +91,9 @@ def build_search(config: RunConfig, context: PruningContext, budget: Budget, poo
     fitness = SampledFitness(context, pool, kind=config.fitness, store=store, batch_size=config.batch_size,
                              seed=settings.seed)
     moves = MoveSpace(context.space, budget)
-    comparable = comparable_scores(context.model, context.stats, context.scores)
+    comparable = context.comparable_scores()  # made once: the FLAP seed and the initializer's facts
     return SearchDeps(roles=roles, fitness=fitness, store=store, space=context.space, budget=budget,
-                      settings=settings, moves=moves, seeds=seed_plans(context, budget, moves),
+                      settings=settings, moves=moves, seeds=seed_plans(context, budget, moves, comparable),
                       layer_importance=layer_importance(comparable), finalizer=finalizer, on_event=on_event,
                       judge=judge)
 
@@ -104,17 +104,18 @@ def final_fitness(config: RunConfig, context: PruningContext, windows: TokenWind
                             batch_size=config.batch_size)
 
 
-def seed_plans(context: PruningContext, budget: Budget, moves: MoveSpace) -> list[tuple[str, PruningPlan]]:
+def seed_plans(context: PruningContext, budget: Budget, moves: MoveSpace,
+               comparable: ImportanceScores) -> list[tuple[str, PruningPlan]]:
     """The one-shot allocations as first candidates, each on the budget in whole units: uniform,
     OWL (outlier-weighted layer rates), FLAP's global adaptive structure and LLM-Pruner's layer range
-    (first and last layers whole: the region the best searched plans at rate 0.5 reached)."""
+    (first and last layers whole: the region the best searched plans at rate 0.5 reached).
+    `comparable`: scores whose sizes compare across layers (`context.comparable_scores()`), for FLAP."""
     space = context.space
     rng = random.Random(0)
     seeds = [("seed:uniform", context.uniform_plan(budget))]
     ratios = wanda_outlier_ratios(context.model, context.stats)
-    comparable = comparable_scores(context.model, context.stats, context.scores)  # FLAP compares across layers
     for origin, genome in (("seed:owl", allocation.owl(space, budget, ratios)),
-                           ("seed:flap", allocation.flap(space, budget, comparable)),
+                           ("seed:flap", allocation.flap(space, budget, comparable)),  # across layers
                            ("seed:llm-pruner", allocation.llm_pruner(space, budget))):
         seeds.append((origin, moves.rebalance(repair(genome, space, budget).plan, rng)))
     return seeds

@@ -12,7 +12,7 @@ from pruning import allocation
 from pruning.budget import format_params
 from pruning.checkpoint import save_pruned
 from pruning.data import load_windows
-from pruning.importance import OBS_PENDING, comparable_scores, wanda_outlier_ratios
+from pruning.importance import OBS_PENDING, wanda_outlier_ratios
 from pruning.loading import load_model, load_tokenizer
 from pruning.perplexity import perplexity
 from pruning.prepare import calibration_windows, make_budget, make_space, prepare
@@ -36,7 +36,7 @@ def choose_genome(args, context, budget, granularity: str):
         ratios = wanda_outlier_ratios(context.model, context.stats, args.owl_threshold)
         return allocation.owl(context.space, budget, ratios, args.owl_lambda)
     if name == "flap":  # sizes compared across layers: with OBS (ranks within a layer), Wanda-sp's scores
-        return allocation.flap(context.space, budget, comparable_scores(context.model, context.stats, context.scores))
+        return allocation.flap(context.space, budget, context.comparable_scores())
     if name == "llm-pruner":
         return allocation.llm_pruner(context.space, budget)
     return allocation.genome_from_spec(name, context.space, granularity)

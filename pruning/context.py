@@ -85,6 +85,14 @@ class PruningContext:
     def adapter(self) -> DecoderAdapter:
         return DecoderAdapter(self.model)
 
+    def comparable_scores(self) -> ImportanceScores:
+        """Scores whose sizes compare across layers (FLAP's global allocation, the per-layer facts the
+        agents are shown): the run's own, except OBS's, which rank removals within one layer: then
+        Wanda-sp's, from the same statistics."""
+        if self.scores.metric in ("obs", OBS_PENDING):
+            return compute_importance(self.model, self.stats, "wanda-sp")
+        return self.scores
+
     def selections(self, plan: PruningPlan) -> list[LayerSelection]:
         return select(plan, self.scores, self.space)
 

@@ -253,15 +253,6 @@ def load_or_collect_stats(model, windows: TokenWindows, cache_dir: Path | None, 
     return stats, False
 
 
-def comparable_scores(model, stats: ActivationStats, scores: ImportanceScores) -> ImportanceScores:
-    """Scores whose sizes compare across layers (FLAP's global allocation, the per-layer facts the
-    agents are shown): the run's own, except OBS's, which rank removals within one layer: then
-    Wanda-sp's, from the same statistics."""
-    if scores.metric in ("obs", OBS_PENDING):
-        return compute_importance(model, stats, "wanda-sp")
-    return scores
-
-
 def layer_importance(scores: ImportanceScores) -> list[tuple[float, float]]:
     """Per layer (attention, MLP) importance, each normalised to mean 1 across layers: the
     facts the initializer is given about where redundancy lies."""
