@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs Self-Pruner into ./.venv (used by the README quick start and by CI).
 #   bash install.sh          runtime
-#   bash install.sh --test   runtime + test tools + llama.cpp bindings (the tests check GGUFs in llama.cpp)
+#   bash install.sh --test   runtime + test tools + llama.cpp bindings (the tests check GGUFs in llama.cpp) + Ray
 #   bash install.sh --deploy runtime + llama.cpp bindings (quantized GGUF exports, GGUF eval)
+#   bash install.sh --ray    runtime + Ray (fitness evaluations on every GPU and node: --workers, --ray-address)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -16,8 +17,9 @@ else
   pip install -q torch==2.13.0
 fi
 extra=""
-[ "${1:-}" = "--test" ] && extra="[test,deploy]"
+[ "${1:-}" = "--test" ] && extra="[test,deploy,ray]"
 [ "${1:-}" = "--deploy" ] && extra="[deploy]"
+[ "${1:-}" = "--ray" ] && extra="[ray]"
 # Not editable: the commands run from this folder (`python main.py`, pytest), which comes first on
 # the import path; the install brings the dependencies and the `self-pruner` script. (An editable
 # install makes setuptools print a notice on every install; `pip install -e .` still works.)

@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     from assembly.config import add_options  # every run setting, its default and its help: RunConfig
 
     parser = argparse.ArgumentParser(prog="main.py", description="Self-Pruner: structured pruning of LLaMA-family models.")
-    add_options(parser, "model", "budget", "pruning", "agent", "search", "evolution", "finalize")
+    add_options(parser, "model", "budget", "pruning", "agent", "search", "evolution", "workers", "finalize")
     parser.add_argument("--resume", default=None, metavar="RUN", help="continue the run with this id or folder")
     sub = parser.add_subparsers(dest="command")
 

@@ -16,7 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from assembly.cpu_heap import CHOICES as CPU_HEAP_CHOICES
 
-GROUPS = ("model", "budget", "pruning", "agent", "search", "evolution", "finalize")
+GROUPS = ("model", "budget", "pruning", "agent", "search", "evolution", "workers", "finalize")
 
 
 def option(group: str, help: str, *, run: bool = True, measured: bool = True, default=MISSING, **argparse_kw):
@@ -107,6 +107,17 @@ class RunConfig:
                                "rate 0.3)", measured=False, default="auto", choices=["auto", "masked", "sliced"])
     final_eval_windows: int = option("evolution", "WikiText-2 test windows in the final comparison (0 = all)", default=32, type=int)
     eval_seqlen: int = option("evolution", "WikiText-2 test window length", default=512, type=int)
+    # --- where the search's evaluations run (process knobs: a resumed run may use other workers)
+    workers: int = option("workers", "evaluator workers on a local Ray cluster started for the run (1: in this process, "
+                          "Ray not needed; with --ray-address: default one per GPU the cluster offers)",
+                          run=False, measured=False, default=1, type=int)
+    ray_address: str | None = option("workers", "join this Ray cluster (ADDR:6379, from `ray start --head`) instead of "
+                                      "starting one; it keeps running afterwards", run=False, measured=False,
+                                      default=None, metavar="ADDR")
+    gpus_per_worker: float | None = option("workers", "GPUs per worker (a model that needs several; 0.5: two workers "
+                                           "share one); default 1 when the model computes on a GPU, else 0",
+                                           run=False, measured=False, default=None, type=float)
+    cpus_per_worker: int = option("workers", "CPU threads per worker", run=False, measured=False, default=1, type=int)
     # --- finalize
     zero_shot: str = option("finalize", "lm-eval on the seven tasks in finalize (auto: when --data-dir holds them)",
                             measured=False, default="auto", choices=["auto", "on", "off"])

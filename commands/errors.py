@@ -4,6 +4,7 @@ from agents.prompting import PromptError
 from agents.local_server import LocalServerError
 from commands.search import RunNotFoundError
 from deploy.llamacpp_runtime import LlamaCppError
+from distributed.ray_pool import WorkersLostError
 from pruning.families import UnsupportedModelError
 from pruning.budget import BudgetError
 from pruning.data import DataUnavailableError
@@ -11,4 +12,4 @@ from pruning.loading import ModelLoadError
 from pruning.placement import PlacementError
 
 USER_ERRORS = (PlacementError, AgentError, PromptError, RunNotFoundError, ModelLoadError, BudgetError, DataUnavailableError, UnsupportedModelError,
-               LlamaCppError, LocalServerError, ValueError, FileNotFoundError)
+               LlamaCppError, LocalServerError, WorkersLostError, ValueError, FileNotFoundError)

@@ -93,6 +93,10 @@ def run_search_command(args) -> int:
     with stage("checking the budget and the machine (config only)"):
         ready_machine(config, config.prune_settings(), offload_folder_for(config, run_dir))
         check_export_spec(config.export)
+        if config.workers > 1 or config.ray_address:  # before minutes of loading: Ray is an optional extra
+            from distributed.ray_pool import check_worker_options
+
+            check_worker_options(config)
         if config.export and config.save == "off":
             raise ValueError("--export needs the saved checkpoint: drop --save off or --export")
     # The agent first: an unreachable URL or a missing key should fail before minutes of loading.
@@ -121,6 +125,7 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
     context, budget, loaded = prepared.context, prepared.budget_for(), prepared.loaded
     store = RunStore(run_dir / "run.db")
     store.start_run(run_id, config.model, budget.description, config.agent, config.to_dict(), versions())
+    workers = None  # the Ray evaluator pool (--workers / --ray-address)
     try:
         roles = make_roles(backend, prompts, retries=config.retries, llm_roles=config.llm_roles)
         record = {"source_model": loaded.name, "source": loaded.source, "run_id": run_id, "budget": budget.to_dict(),
@@ -145,6 +150,12 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
         deps = build_search(config, context, budget, prepared.fitness_pool, store, roles, finalizer=finalizer,
                             judge=judge)
         fitness = deps.fitness
+        if config.workers > 1 or config.ray_address:
+            from distributed.setup import start_fitness_workers
+
+            with stage("starting Ray workers"), err_console.status("starting Ray workers (each loads the model) ..."):
+                workers = start_fitness_workers(config, context, budget, prepared.fitness_pool, fitness, store,
+                                                log=status_line)
         started = time.perf_counter()
         log_line(f"search {run_id}: {config.generations} generations of {config.offspring} children, population "
                  f"{config.population}, stages {config.fidelity}")
@@ -156,6 +167,7 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
                    "evaluations_this_session": fitness.evaluations + judge.evaluations,
                    "tokens_scored_this_session": fitness.tokens_scored,
                    "scoring_seconds_this_session": round(fitness.seconds, 1), "llm": store.token_totals(),
+                   "evaluations_by_worker": store.evaluations_by_worker(),
                    "outcomes": store.outcome_counts(), "best": final.get("best"), "champion": store.champion(),
                    "final": final.get("final"),
                    "prepare_seconds": context.seconds, "stages": STAGES}
@@ -169,3 +181,6 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
     except BaseException:
         store.set_status("interrupted")
         raise
+    finally:
+        if workers is not None:
+            workers.close()  # the actors go; a cluster we started goes with them

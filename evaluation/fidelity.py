@@ -11,13 +11,16 @@ KL between the two distributions coarsened to K+1 outcomes (a lower bound of the
 to it where the dense model puts its mass on its top K).
 
 Scores are cached per (plan, stage sample) in memory and in the run database (kind
-`kl:2x256:g3s1:seed0`), so a resumed search never scores a plan twice on the same draw.
+`kl:2x256:g3s1:seed0`), so a resumed search never scores a plan twice on the same draw. A stage's
+uncached plans are scored here one after another or, given an `executor`, on its workers
+(`compute` is what a worker runs; the coordinator keeps the cache and the records).
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +81,31 @@ class Scored:
     cached: bool
 
 
+@dataclass
+class Job:
+    """One evaluation a search asks for: a plan (its rows) on one (generation, stage) sample."""
+
+    index: int
+    key: str
+    kind: str
+    plan: list
+    generation: int
+    stage_index: int
+    stage: Stage
+    attempt: int = 0
+
+
+@dataclass
+class Outcome:
+    """What came back for a job: its score, the seconds it took, who made it (None: this process),
+    and why there is no real score (a plan that kept killing its workers: recorded as the worst)."""
+
+    value: float
+    seconds: float
+    worker: str | None = None
+    failed: str | None = None
+
+
 class SampledFitness:
     """Scores plans on drawn samples of `pool` (validation windows of the pool's length)."""
 
@@ -93,6 +121,7 @@ class SampledFitness:
         self.evaluations = 0
         self.tokens_scored = 0
         self.seconds = 0.0
+        self.executor = None  # None: scored in this process; else e.g. distributed.ray_pool.RayEvaluatorPool
 
     def known_keys(self) -> set[str]:
         """Every plan scored so far, at any stage (by this process or, through the run database, before a resume)."""
@@ -114,15 +143,65 @@ class SampledFitness:
 
     # -- scoring -----------------------------------------------------------------------------
     def score(self, plan: PruningPlan, generation: int, stage_index: int, stage: Stage) -> Scored:
+        return self.score_many([plan], generation, stage_index, stage)[0]
+
+    def score_many(self, plans: list[PruningPlan], generation: int, stage_index: int, stage: Stage,
+                   on_scored: Callable[[int, Scored], None] | None = None) -> list[Scored]:
+        """These plans' scores on one (generation, stage) sample, in their order. Known ones come from
+        memory or the run database; the others are computed here, one after another, or with an
+        `executor` (distributed/ray_pool.py) on its workers, recorded as each arrives.
+        on_scored(index, scored): called as each score is known."""
         kind = self.sample_kind(generation, stage_index, stage)
-        key = plan.key()
+        results: list[Scored | None] = [None] * len(plans)
+        jobs: dict[str, Job] = {}
+        for index, plan in enumerate(plans):
+            value = self._known(plan.key(), kind)
+            if value is not None:
+                results[index] = Scored(value, 0.0, True)
+                if on_scored:
+                    on_scored(index, results[index])
+            elif plan.key() not in jobs:
+                jobs[plan.key()] = Job(index, plan.key(), kind, plan.to_list(), generation, stage_index, stage)
+        tokens = min(stage.windows, len(self.pool)) * stage.seqlen
+
+        def arrived(job: Job, outcome: Outcome) -> None:
+            self._record(job.key, kind, outcome, tokens)
+            for index, plan in enumerate(plans):
+                if results[index] is None and plan.key() == job.key:
+                    results[index] = Scored(outcome.value, outcome.seconds, False)
+                    if on_scored:
+                        on_scored(index, results[index])
+
+        if self.executor is None:
+            for job in jobs.values():
+                value, seconds = self.compute(PruningPlan.from_list(job.plan), generation, stage_index, stage)
+                arrived(job, Outcome(value, seconds))
+        else:
+            self.executor.run(list(jobs.values()), arrived)
+        return results
+
+    def _known(self, key: str, kind: str) -> float | None:
         if (key, kind) in self.memory:
-            return Scored(self.memory[(key, kind)], 0.0, True)
+            return self.memory[(key, kind)]
         if self.store is not None:
             value = self.store.cached(key, kind)
             if value is not None:
                 self.memory[(key, kind)] = value
-                return Scored(value, 0.0, True)
+                return value
+        return None
+
+    def _record(self, key: str, kind: str, outcome: Outcome, tokens: int) -> None:
+        self.memory[(key, kind)] = outcome.value
+        self.evaluations += 1
+        self.tokens_scored += tokens
+        self.seconds += outcome.seconds
+        if self.store is not None:
+            metrics = {"kind": self.kind, "tokens": tokens} | ({"failed": outcome.failed} if outcome.failed else {})
+            self.store.record_evaluation(key, kind, outcome.value, metrics, outcome.seconds, worker=outcome.worker)
+
+    def compute(self, plan: PruningPlan, generation: int, stage_index: int, stage: Stage) -> tuple[float, float]:
+        """One plan's score on one (generation, stage) sample, uncached: (value, seconds). What a
+        worker runs; the same in every process that holds the same model, statistics and pool."""
         windows = self.draw(generation, stage_index, stage)
         ids = self.pool.input_ids[windows, : stage.seqlen]
         started = time.perf_counter()
@@ -130,14 +209,7 @@ class SampledFitness:
             dense = self._dense_top_k(windows, stage.seqlen, ids)
         with self.context.masked(plan) as model:
             value = self._kl(model, ids, dense) if self.kind == "kl" else self._ppl(model, ids)
-        seconds = time.perf_counter() - started
-        self.memory[(key, kind)] = value
-        self.evaluations += 1
-        self.tokens_scored += ids.numel()
-        self.seconds += seconds
-        if self.store is not None:
-            self.store.record_evaluation(key, kind, value, {"kind": self.kind, "tokens": ids.numel()}, seconds)
-        return Scored(value, seconds, False)
+        return value, time.perf_counter() - started
 
     @torch.inference_mode()
     def _logits(self, model, ids: torch.Tensor):

@@ -155,13 +155,21 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         for index, stage in enumerate(s.stages):
             if index + 1 == len(s.stages):
                 alive += [c for c in merged.values() if c.plan_key in elite]
-            for k, cand in enumerate(alive):
-                scored = deps.fitness.score(PruningPlan.from_list(cand.plan), generation, index, stage)
-                cand.fitness, cand.stage = scored.value, index
+            done = 0
+
+            def scored(k: int, result, alive=alive, stage=stage) -> None:
+                nonlocal done
+                done += 1
                 if deps.on_event:
-                    deps.on_event("evaluated", {"done": k + 1, "total": len(alive), "fitness": scored.value,
-                                                "cached": scored.cached, "seconds": scored.seconds,
+                    deps.on_event("evaluated", {"done": done, "total": len(alive), "fitness": result.value,
+                                                "cached": result.cached, "seconds": result.seconds,
                                                 "stage": stage.label()})
+
+            # one stage's candidates at once: on Ray workers they are scored concurrently
+            results = deps.fitness.score_many([PruningPlan.from_list(c.plan) for c in alive], generation, index, stage,
+                                              on_scored=scored)
+            for cand, result in zip(alive, results):
+                cand.fitness, cand.stage = result.value, index
             alive.sort(key=lambda c: (c.fitness, c.plan_key))
             alive = alive[: stage.keep] if index + 1 < len(s.stages) else alive
         ranked = sorted(merged.values(), key=lambda c: (-c.stage, c.fitness, c.plan_key))

@@ -230,14 +230,18 @@ def _scores_key(scores) -> str:
 
 def build_context(model, space: PruningSpace, metric: str, calibration: TokenWindows, cache_dir: Path | None,
                   calibration_seed: int = 0, batch_size: int = 4, progress=None,
-                  reconstruction: Reconstruction | None = None) -> tuple[PruningContext, bool]:
+                  reconstruction: Reconstruction | None = None,
+                  stats: ActivationStats | None = None) -> tuple[PruningContext, bool]:
     """Returns (context, stats_came_from_cache). `--metric obs` scores come with the reference pass
     (`prepare_table`), which needs the budget. The reconstruction calibrates on `calibration` unless
-    it names its own windows."""
+    it names its own windows. `stats`: given (another process made them), not collected or read."""
     key = stats_cache_key(model, f"{calibration.source}:{calibration.split}", len(calibration),
                           calibration.seqlen, calibration_seed)
     started = time.perf_counter()
-    stats, cached = load_or_collect_stats(model, calibration, cache_dir, key, batch_size=batch_size, progress=progress)
+    if stats is None:
+        stats, cached = load_or_collect_stats(model, calibration, cache_dir, key, batch_size=batch_size, progress=progress)
+    else:
+        cached = True
     scored = time.perf_counter()
     scores = compute_importance(model, stats, metric)
     seconds = {"statistics": scored - started, "importance": time.perf_counter() - scored}

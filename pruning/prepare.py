@@ -68,9 +68,11 @@ def calibration_windows(tokenizer, settings: PruneSettings):
     return windows.sample(settings.calib_samples, seed=settings.seed)
 
 
-def prepare(model, tokenizer, settings: PruneSettings, progress=None, calibration=None) -> tuple[PruningContext, bool]:
+def prepare(model, tokenizer, settings: PruneSettings, progress=None, calibration=None,
+            stats=None) -> tuple[PruningContext, bool]:
     """Calibrate (or read the cached statistics) and score. Returns (context, from_cache).
-    calibration: windows tokenized before the model was loaded (else tokenized here)."""
+    calibration: windows tokenized before the model was loaded (else tokenized here).
+    stats: the calibration statistics made elsewhere (a Ray worker gets the coordinator's)."""
     space = make_space(model, settings)
     if calibration is None:
         calibration = calibration_windows(tokenizer, settings)
@@ -78,4 +80,4 @@ def prepare(model, tokenizer, settings: PruneSettings, progress=None, calibratio
                                     batch_size=settings.batch_size, cache_dir=Path(cache_dir()) / "refit")
     return build_context(model, space, settings.metric, calibration, Path(cache_dir()) / "stats",
                          calibration_seed=settings.seed, batch_size=settings.batch_size, progress=progress,
-                         reconstruction=reconstruction)
+                         reconstruction=reconstruction, stats=stats)

@@ -25,7 +25,12 @@ SCHEMA = {
                     "prompt": str, "raw": str, "parsed": str, "notes": str, "outcome": str, "error": str,
                     "latency_s": float, "prompt_tokens": int, "completion_tokens": int, "created": float},
     "evaluations": {"id": int, "plan_key": str, "kind": str, "value": float, "metrics": str, "seconds": float,
-                    "created": float},
+                    "created": float, "worker": str},
+    # evaluations on Ray workers (distributed/ray_pool.py): each plan handed to a worker, and what became of it
+    "dispatches": {"id": int, "plan_key": str, "kind": str, "worker": str, "attempt": int, "status": str,
+                   "detail": str, "created": float, "finished": float},
+    # the workers' lives: started (pid, node, device), died (why), replaced, refused at the start-up check
+    "worker_events": {"id": int, "worker": str, "event": str, "detail": str, "created": float},
 }
 
 
@@ -46,6 +51,8 @@ class RunStore:
             if name == "generations":
                 pk = "generation"
             self.db[name].create(columns, pk=pk, if_not_exists=True)
+        if "worker" not in self.db["evaluations"].columns_dict:  # a run.db made before evaluations had workers
+            self.db["evaluations"].add_column("worker", str)
         self.db["evaluations"].create_index(["plan_key", "kind"], unique=True, if_not_exists=True)
         self.db["candidates"].create_index(["plan_key"], if_not_exists=True)
 
@@ -73,12 +80,52 @@ class RunStore:
         return rows[0]["value"] if rows else None
 
     def record_evaluation(self, plan_key: str, kind: str, value: float, metrics: dict | None = None,
-                          seconds: float = 0.0) -> None:
+                          seconds: float = 0.0, worker: str | None = None) -> None:
+        """worker: the Ray worker that made it (None: the search's own process)."""
         self.db.execute(
-            "insert or replace into evaluations (plan_key, kind, value, metrics, seconds, created) values (?,?,?,?,?,?)",
-            [plan_key, kind, value, _json(metrics or {}), seconds, time.time()],
+            "insert or replace into evaluations (plan_key, kind, value, metrics, seconds, created, worker) "
+            "values (?,?,?,?,?,?,?)",
+            [plan_key, kind, value, _json(metrics or {}), seconds, time.time(), worker],
         )
         self.db.conn.commit()
+
+    # -- workers (distributed/ray_pool.py) ----------------------------------------------------------
+    def record_dispatch(self, plan_key: str, kind: str, worker: str, attempt: int) -> int:
+        row = self.db["dispatches"].insert({"plan_key": plan_key, "kind": kind, "worker": worker, "attempt": attempt,
+                                            "status": "running", "created": time.time()})
+        self.db.conn.commit()
+        return row.last_pk
+
+    def finish_dispatch(self, dispatch_id: int, status: str, detail: str = "") -> None:
+        """status: done, lost (the worker died: re-queued), failed (gave up), error (the evaluation raised)."""
+        self.db["dispatches"].update(dispatch_id, {"status": status, "detail": detail, "finished": time.time()})
+        self.db.conn.commit()
+
+    def requeue_running(self) -> int:
+        """Dispatches left running by a coordinator that was killed: marked re-queued (their plans have no
+        score, so the resumed search hands them out again). Returns how many."""
+        count = self.db["dispatches"].count_where("status = 'running'")
+        if count:
+            self.db.execute("update dispatches set status = 'requeued', detail = 'coordinator stopped; resumed', "
+                            "finished = ? where status = 'running'", [time.time()])
+            self.db.conn.commit()
+        return count
+
+    def dispatches(self) -> list[dict]:
+        return list(self.db["dispatches"].rows_where(order_by="id"))
+
+    def record_worker_event(self, worker: str, event: str, detail: dict | str = "") -> None:
+        self.db["worker_events"].insert({"worker": worker, "event": event,
+                                         "detail": detail if isinstance(detail, str) else _json(detail),
+                                         "created": time.time()})
+        self.db.conn.commit()
+
+    def worker_events(self) -> list[dict]:
+        return list(self.db["worker_events"].rows_where(order_by="id"))
+
+    def evaluations_by_worker(self) -> dict[str, int]:
+        return {row["worker"] or "coordinator": row["n"] for row in
+                self.db.query("select worker, count(*) as n from evaluations group by worker")}
 
     def scored_keys(self, kind_prefix: str) -> set[str]:
         """Plan keys with any evaluation whose kind starts with this prefix (every fidelity stage)."""

@@ -1,6 +1,9 @@
 """A complete search on the tiny random Llama, with any role implementation."""
 from __future__ import annotations
 
+import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -26,17 +29,49 @@ def fake_backend(answers: list[str]) -> ChatBackend:
     return ChatBackend(name="fake", chat=FakeListChatModel(responses=answers))
 
 
-def tiny_search_deps(run_dir: Path, roles, rate=0.3, granularity="layer", population=4, generations=2, offspring=4,
-                     seed=0, kind="kl", stages="2x16:3,2x32:2") -> SearchDeps:
+def tiny_fitness(kind="kl", store=None, seed=0) -> SampledFitness:
+    """The tiny search's evaluator: the same in every process that builds it (a Ray worker's too)."""
     model = tiny_llama()
     space = PruningSpace(DecoderAdapter(model).shape(), mlp_unit=16)
     stats = collect_activation_stats(model, TokenWindows(tiny_inputs(4, 32, seed=3), "t", "v"))
     scores = compute_importance(model, stats, "wanda-sp")
     context = PruningContext(model, space, stats, scores)
-    budget = budget_from_args(space.shape, None, rate, space.min_total_params(granularity))
+    return SampledFitness(context, TokenWindows(tiny_inputs(6, 32, seed=5), "t", "fit"), kind=kind, store=store,
+                          seed=seed)
+
+
+@dataclass
+class TinyEvaluator:
+    """Builds `tiny_fitness` inside a Ray worker. delay: seconds every computation sleeps first (so a
+    test can kill a worker mid-evaluation); poison: the key of a plan whose evaluation kills its worker."""
+
+    kind: str = "kl"
+    seed: int = 0
+    delay: float = 0.0
+    poison: str | None = None
+
+    def __call__(self) -> SampledFitness:
+        fitness = tiny_fitness(self.kind, seed=self.seed)
+        compute = fitness.compute
+
+        def slow_or_deadly(plan, *args):
+            if plan.key() == self.poison:
+                os._exit(1)
+            time.sleep(self.delay)
+            return compute(plan, *args)
+
+        fitness.compute = slow_or_deadly
+        return fitness
+
+
+def tiny_search_deps(run_dir: Path, roles, rate=0.3, granularity="layer", population=4, generations=2, offspring=4,
+                     seed=0, kind="kl", stages="2x16:3,2x32:2") -> SearchDeps:
     store = RunStore(run_dir / "run.db")
+    fitness = tiny_fitness(kind, store=store)  # its draws: seed 0 whatever the search seed (as before)
+    context = fitness.context
+    space, scores = context.space, context.scores
+    budget = budget_from_args(space.shape, None, rate, space.min_total_params(granularity))
     store.start_run("test", "tiny", budget.description, "fake", {}, {})
-    fitness = SampledFitness(context, TokenWindows(tiny_inputs(6, 32, seed=5), "t", "fit"), kind=kind, store=store)
     settings = SearchSettings(population=population, generations=generations, offspring=offspring, seed=seed,
                               granularity=granularity, model_name="tiny", stages=parse_stages(stages))
     return SearchDeps(roles=roles, fitness=fitness, store=store, space=space, budget=budget, settings=settings,

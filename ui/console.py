@@ -83,4 +83,7 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    # the message is text, not markup: "pip install 'self-pruner[ray]'" must keep its brackets
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
