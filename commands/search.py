@@ -126,6 +126,9 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
     store = RunStore(run_dir / "run.db")
     store.start_run(run_id, config.model, budget.description, config.agent, config.to_dict(), versions())
     workers = None  # the Ray evaluator pool (--workers / --ray-address)
+    requeued = store.requeue_running() if resume else 0
+    if requeued:  # plans a killed session had on Ray workers: unscored, so the search hands them out again
+        status_line(f"{requeued} evaluations were in flight on Ray workers when the last session stopped: handed out again")
     try:
         roles = make_roles(backend, prompts, retries=config.retries, llm_roles=config.llm_roles)
         record = {"source_model": loaded.name, "source": loaded.source, "run_id": run_id, "budget": budget.to_dict(),
@@ -167,7 +170,7 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
                    "evaluations_this_session": fitness.evaluations + judge.evaluations,
                    "tokens_scored_this_session": fitness.tokens_scored,
                    "scoring_seconds_this_session": round(fitness.seconds, 1), "llm": store.token_totals(),
-                   "evaluations_by_worker": store.evaluations_by_worker(),
+                   "workers": {"evaluations": store.evaluations_by_worker(), "events": store.worker_event_counts()},
                    "outcomes": store.outcome_counts(), "best": final.get("best"), "champion": store.champion(),
                    "final": final.get("final"),
                    "prepare_seconds": context.seconds, "stages": STAGES}

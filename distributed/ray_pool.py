@@ -243,13 +243,26 @@ class RayEvaluatorPool:
         self.log(f"Ray worker {name} {'failed to start' if init_failed else 'died'}: {_first_line(err)}")
         if init_failed:
             self.replacements_left = 0  # a node that cannot build the evaluator would fail again
-        if self.replacements_left <= 0:
+        if self.replacements_left <= 0 or not self._room_for_one():
             return None
         self.replacements_left -= 1
         replacement = self._spawn()
         self._event(replacement, "replaces", name)
         self.log(f"Ray worker {replacement} replaces {name}")
         return replacement
+
+    def _room_for_one(self, wait: float = 5.0) -> bool:
+        """The cluster can place one more worker now (a dead worker's share comes back within moments; a
+        lost node's never does, and an actor that cannot be placed would hold its plan forever)."""
+        deadline = time.monotonic() + wait
+        while True:
+            free = self.ray.available_resources()
+            if free.get("CPU", 0.0) + 1e-9 >= self.cpus and free.get("GPU", 0.0) + 1e-9 >= self.gpus:
+                return True
+            if time.monotonic() > deadline:
+                self.log("no room on the Ray cluster for a replacement worker: going on with fewer")
+                return False
+            time.sleep(0.2)
 
     def _finish(self, p: _Pending, status: str, detail: str = "") -> None:
         if self.store is not None and p.dispatch is not None:

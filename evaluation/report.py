@@ -136,8 +136,22 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
               f"{llm.get('prompt', 0)} prompt + {llm.get('completion', 0)} completion"]
     for role, counts in sorted((summary.get("outcomes") or {}).items()):
         lines.append(f"- {role}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    lines += worker_lines(summary.get("workers") or {})
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
     return report
+
+
+def worker_lines(workers: dict) -> list[str]:
+    """Where the evaluations ran (`--workers`, `--ray-address`): per Ray worker, and what befell the workers."""
+    by_worker = workers.get("evaluations") or {}
+    if set(by_worker) <= {"coordinator"}:
+        return []
+    names = sorted(by_worker, key=lambda n: (n == "coordinator", len(n), n))
+    cells = ", ".join(f"{'this process' if n == 'coordinator' else n} {by_worker[n]}" for n in names)
+    events = workers.get("events") or {}
+    told = ", ".join(f"{event} {count}" for event, count in sorted(events.items()) if event not in ("started", "agreement"))
+    return [f"- evaluations by Ray worker: {cells} (this process: the champion's fixed windows)"] + (
+        [f"- worker events: {told} (table `worker_events` in run.db)"] if told else [])
 
 
 def export_lines(rows: list[dict], checkpoint_ppl: float | None) -> list[str]:

@@ -123,6 +123,10 @@ class RunStore:
     def worker_events(self) -> list[dict]:
         return list(self.db["worker_events"].rows_where(order_by="id"))
 
+    def worker_event_counts(self) -> dict[str, int]:
+        return {row["event"]: row["n"] for row in
+                self.db.query("select event, count(*) as n from worker_events group by event")}
+
     def evaluations_by_worker(self) -> dict[str, int]:
         return {row["worker"] or "coordinator": row["n"] for row in
                 self.db.query("select worker, count(*) as n from evaluations group by worker")}

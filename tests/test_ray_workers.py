@@ -178,3 +178,41 @@ def test_killed_coordinator_resumes_exactly_on_workers(tmp_path, no_ray_left):
     with sqlite3.connect(killed / "run.db") as db:
         statuses = dict(db.execute("select status, count(*) from dispatches group by status").fetchall())
     assert statuses.get("requeued", 0) >= 1 and "running" not in statuses  # the in-flight plans were handed out again
+
+
+def test_a_worker_that_disagrees_is_refused(tmp_path, no_ray_left):
+    from distributed.setup import WorkerDisagreementError, check_agreement
+    from pruning.budget import budget_from_args
+
+    store = RunStore(tmp_path / "run.db")
+    fitness = tiny_fitness(store=store)  # KL here; the workers score perplexity: another evaluator
+    space = fitness.context.space
+    budget = budget_from_args(space.shape, None, 0.3, space.min_total_params("layer"))
+    with RayEvaluatorPool(TinyEvaluator(kind="ppl"), 2, store=store, log=quiet) as pool:
+        with pytest.raises(WorkerDisagreementError, match="disagree"):
+            check_agreement(pool, fitness.context, budget, fitness, [STAGE], store, quiet)
+    assert [e["event"] for e in store.worker_events()].count("agreement") == 2  # both recorded, then refused
+
+
+@pytest.mark.integration
+def test_search_command_on_two_workers(tmp_path, shared_data_dir, no_ray_left):
+    """`main.py --workers 2` on the embedded model: both workers score, agree with the coordinator at
+    start-up, the report says where the evaluations ran, and the cluster is gone afterwards."""
+    from tests.test_cli import run_cli
+
+    out = tmp_path / "run"
+    args = ["--workers", "2", "--agent", "classic", "--rate", "0.2", "--population", "2", "--generations", "1",
+            "--offspring", "4", "--fidelity", "1x64:2,2x128:2", "--fitness-tokens", "256", "--fitness-seqlen", "128",
+            "--final-eval-windows", "1", "--eval-seqlen", "128", "--calib-samples", "4", "--calib-seqlen", "128",
+            "--zero-shot", "off", "--timing", "off", "--save", "off", "--out", str(out)]
+    if shared_data_dir:
+        args += ["--data-dir", shared_data_dir]
+    result = run_cli(*args, env_extra={"SELF_PRUNER_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"},
+                     timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Ray workers agree with this process" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    by_worker = summary["workers"]["evaluations"]
+    assert by_worker.get("w0", 0) >= 1 and by_worker.get("w1", 0) >= 1
+    assert summary["workers"]["events"] == {"started": 2, "agreement": 2}
+    assert "evaluations by Ray worker" in (out / "report.md").read_text()
