@@ -158,7 +158,7 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
 
             with stage("starting Ray workers"), err_console.status("starting Ray workers (each loads the model) ..."):
                 workers = start_fitness_workers(config, context, budget, prepared.fitness_pool, fitness, store,
-                                                log=status_line)
+                                                judge=judge, log=status_line)
         started = time.perf_counter()
         log_line(f"search {run_id}: {config.generations} generations of {config.offspring} children, population "
                  f"{config.population}, stages {config.fidelity}")

@@ -201,7 +201,8 @@ class RayEvaluatorPool:
         while queue or pending:
             while queue and idle:
                 name, job = idle.popleft(), queue.popleft()
-                ref = self.actors[name].evaluate.remote(job.plan, job.generation, job.stage_index, job.stage)
+                ref = self.actors[name].evaluate.remote(job.plan, job.generation, job.stage_index, job.stage,
+                                                        job.evaluator)
                 dispatch = self.store.record_dispatch(job.key, job.kind, name, job.attempt) if self.store else None
                 pending[ref] = _Pending(name, job, dispatch, time.perf_counter())
             if not pending:

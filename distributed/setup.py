@@ -31,12 +31,14 @@ def gpus_per_worker(config, context) -> float:
     return 1.0 if input_device(context.model).type == "cuda" else 0.0
 
 
-def start_fitness_workers(config, context, budget, pool_windows, fitness, store,
+def start_fitness_workers(config, context, budget, pool_windows, fitness, store, judge=None,
                           log: Callable[[str], None] = print) -> RayEvaluatorPool:
     """Start the pool, check that every worker agrees with this process, then hand it the search's
-    evaluations (`fitness.executor`). The caller closes it."""
+    evaluations: the stages' (`fitness`) and the champion's on the fixed windows (`judge`). The caller
+    closes it."""
     spec = EvaluatorSpec(config=config.to_dict(), budget=budget, stats=context.stats.to_dict(),
-                         calibration=context.reconstruction.calibration, pool=pool_windows, seed=fitness.seed)
+                         calibration=context.reconstruction.calibration, pool=pool_windows, seed=fitness.seed,
+                         judge_windows=judge.windows if judge is not None else None)
     gpus = gpus_per_worker(config, context)
     # a joined cluster without --workers: one worker per GPU (group) it offers
     workers = None if config.ray_address is not None and config.workers <= 1 else config.workers
@@ -49,6 +51,8 @@ def start_fitness_workers(config, context, budget, pool_windows, fitness, store,
         pool.close()
         raise
     fitness.executor = pool
+    if judge is not None:
+        judge.executor = pool
     return pool
 
 

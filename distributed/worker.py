@@ -21,7 +21,9 @@ class FitnessWorker:
         import torch
 
         torch.set_num_threads(max(1, threads))  # one actor per CPU share: no oversubscription
-        self.fitness = build()
+        built = build()
+        # the stages' evaluator, and the judge's (fixed windows) when the build makes one
+        self.evaluators = built if isinstance(built, dict) else {"stages": built}
 
     def info(self) -> dict:
         import socket
@@ -34,10 +36,12 @@ class FitnessWorker:
             facts["gpu"] = torch.cuda.get_device_name(0)
         return facts
 
-    def evaluate(self, plan: list, generation: int, stage_index: int, stage) -> tuple[float, float]:
+    def evaluate(self, plan: list, generation: int, stage_index: int, stage, evaluator: str = "stages") -> tuple[float, float]:
         from pruning.genome import PruningPlan
 
-        return self.fitness.compute(PruningPlan.from_list(plan), generation, stage_index, stage)
+        if evaluator == "judge":
+            return self.evaluators["judge"].compute(PruningPlan.from_list(plan))
+        return self.evaluators["stages"].compute(PruningPlan.from_list(plan), generation, stage_index, stage)
 
 
 @dataclass
@@ -48,6 +52,7 @@ class EvaluatorSpec:
     calibration: object  # TokenWindows: the calibration sample (the refit's reference pass reads it)
     pool: object  # TokenWindows: the validation windows the fidelity stages draw from
     seed: int  # the search's seed (the stages' draws)
+    judge_windows: object = None  # TokenWindows: the fixed validation windows the champion is chosen on
 
     def __call__(self):
         """The worker's evaluator (runs inside the actor)."""
@@ -68,4 +73,10 @@ class EvaluatorSpec:
         context, _ = prepare(loaded.model, loaded.tokenizer, config.prune_settings(), calibration=self.calibration,
                              stats=ActivationStats.from_dict(self.stats))
         context.prepare_for(self.budget)
-        return SampledFitness(context, self.pool, kind=config.fitness, batch_size=config.batch_size, seed=self.seed)
+        evaluators = {"stages": SampledFitness(context, self.pool, kind=config.fitness, batch_size=config.batch_size,
+                                               seed=self.seed)}
+        if self.judge_windows is not None:
+            from assembly.build import final_fitness
+
+            evaluators["judge"] = final_fitness(config, context, self.judge_windows)
+        return evaluators

@@ -83,7 +83,8 @@ class Scored:
 
 @dataclass
 class Job:
-    """One evaluation a search asks for: a plan (its rows) on one (generation, stage) sample."""
+    """One evaluation a search asks for: a plan (its rows) on one (generation, stage) sample, or on the
+    judge's fixed windows."""
 
     index: int
     key: str
@@ -91,8 +92,9 @@ class Job:
     plan: list
     generation: int
     stage_index: int
-    stage: Stage
+    stage: Stage | None
     attempt: int = 0
+    evaluator: str = "stages"  # which of a worker's evaluators: the stages' samples, or the judge's fixed windows
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,8 @@ class FitnessEvaluator:
         self.store, self.batch_size = store, batch_size
         self.chunk_tokens = chunk_tokens or lm_head_chunk(context.model.config.vocab_size)
         self.memory: dict[str, float] = {}
-        self.evaluations = 0  # real (uncached) evaluations made by this process
+        self.evaluations = 0  # real (uncached) evaluations made for this process (here or on its workers)
+        self.executor = None  # None: computed here; else e.g. distributed.ray_pool.RayEvaluatorPool
         self._dense_logprobs: list[torch.Tensor] | None = None
 
     @property
@@ -66,9 +68,48 @@ class FitnessEvaluator:
         return None
 
     def evaluate(self, plan: PruningPlan) -> FitnessResult:
-        hit = self.cached(plan)
-        if hit is not None:
-            return FitnessResult(hit, 0.0, True)
+        return self.evaluate_many([plan])[0]
+
+    def evaluate_many(self, plans: list[PruningPlan],
+                      on_scored: Callable[[int, FitnessResult], None] | None = None) -> list[FitnessResult]:
+        """These plans' fitness, in their order: known ones from the cache, the others computed here or,
+        with an `executor` (distributed/ray_pool.py), on its workers. on_scored(index, result) as each is known."""
+        from evaluation.fidelity import Job, Outcome
+
+        results: list[FitnessResult | None] = [None] * len(plans)
+        jobs: dict[str, Job] = {}
+        for index, plan in enumerate(plans):
+            hit = self.cached(plan)
+            if hit is not None:
+                results[index] = FitnessResult(hit, 0.0, True)
+                if on_scored:
+                    on_scored(index, results[index])
+            elif plan.key() not in jobs:
+                jobs[plan.key()] = Job(index, plan.key(), self.cache_kind, plan.to_list(), 0, 0, None, evaluator="judge")
+
+        def arrived(job: Job, outcome: Outcome) -> None:
+            self.memory[job.key] = outcome.value
+            self.evaluations += 1
+            if self.store is not None:
+                metrics = {"kind": self.kind} | ({"failed": outcome.failed} if outcome.failed else {})
+                self.store.record_evaluation(job.key, self.cache_kind, outcome.value, metrics, outcome.seconds,
+                                             worker=outcome.worker)
+            for index, plan in enumerate(plans):
+                if results[index] is None and plan.key() == job.key:
+                    results[index] = FitnessResult(outcome.value, outcome.seconds, False)
+                    if on_scored:
+                        on_scored(index, results[index])
+
+        if self.executor is None or not jobs:
+            for job in jobs.values():
+                arrived(job, Outcome(*self.compute(PruningPlan.from_list(job.plan))))
+        else:
+            self.ensure_reference()  # this process states finished models' fitness later (finalize)
+            self.executor.run(list(jobs.values()), arrived)
+        return results
+
+    def compute(self, plan: PruningPlan) -> tuple[float, float]:
+        """One plan's fitness, uncached: (value, seconds). What a worker runs."""
         start = time.perf_counter()
         if self.kind == "kl":
             self._ensure_dense_logprobs()  # before any mask goes on: the model object is shared
@@ -79,13 +120,7 @@ class FitnessEvaluator:
         else:
             with self.context.masked(plan) as model:
                 value = self._score(model)
-        seconds = time.perf_counter() - start
-        key = plan.key()
-        self.memory[key] = value
-        self.evaluations += 1
-        if self.store is not None:
-            self.store.record_evaluation(key, self.cache_kind, value, {"kind": self.kind}, seconds)
-        return FitnessResult(value, seconds, False)
+        return value, time.perf_counter() - start
 
     def sliced(self, plan: PruningPlan) -> bool:
         if self.mode != "auto":

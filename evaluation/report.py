@@ -150,7 +150,7 @@ def worker_lines(workers: dict) -> list[str]:
     cells = ", ".join(f"{'this process' if n == 'coordinator' else n} {by_worker[n]}" for n in names)
     events = workers.get("events") or {}
     told = ", ".join(f"{event} {count}" for event, count in sorted(events.items()) if event not in ("started", "agreement"))
-    return [f"- evaluations by Ray worker: {cells} (this process: the champion's fixed windows)"] + (
+    return [f"- evaluations by Ray worker: {cells}"] + (
         [f"- worker events: {told} (table `worker_events` in run.db)"] if told else [])
 
 

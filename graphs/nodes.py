@@ -208,12 +208,19 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         pool: dict[str, Candidate] = {}
         for cand in population + [Candidate.from_dict(c) for c in state.get("archive", [])]:
             pool.setdefault(cand.plan_key, cand)
-        for k, cand in enumerate(pool.values()):
-            scored = deps.judge.evaluate(PruningPlan.from_list(cand.plan))
-            cand.fitness = scored.value
+        done = 0
+
+        def scored(_k: int, result) -> None:
+            nonlocal done
+            done += 1
             if deps.on_event:
-                deps.on_event("evaluated", {"done": k + 1, "total": len(pool), "fitness": scored.value,
-                                            "cached": scored.cached, "seconds": scored.seconds, "stage": "champion"})
+                deps.on_event("evaluated", {"done": done, "total": len(pool), "fitness": result.value,
+                                            "cached": result.cached, "seconds": result.seconds, "stage": "champion"})
+
+        candidates = list(pool.values())
+        results = deps.judge.evaluate_many([PruningPlan.from_list(c.plan) for c in candidates], on_scored=scored)
+        for cand, result in zip(candidates, results):
+            cand.fitness = result.value
         best = min(pool.values(), key=lambda c: (c.fitness, c.plan_key))
         seeds = [c for c in pool.values() if c.origin.startswith("seed:")]
         best_seed = min(seeds, key=lambda c: (c.fitness, c.plan_key)) if seeds else best

@@ -22,6 +22,7 @@ from pruning.space import PruningSpace
 from store.run_store import RunStore
 from tests.tiny import tiny_inputs, tiny_llama
 from evaluation.fidelity import SampledFitness, parse_stages
+from evaluation.fitness import FitnessEvaluator
 from pruning.quanta import MoveSpace
 
 
@@ -40,6 +41,11 @@ def tiny_fitness(kind="kl", store=None, seed=0) -> SampledFitness:
                           seed=seed)
 
 
+def tiny_judge(context, store=None) -> FitnessEvaluator:
+    """The champion's evaluator on fixed windows for the tiny search."""
+    return FitnessEvaluator(context, TokenWindows(tiny_inputs(3, 32, seed=11), "t", "judge"), kind="kl", store=store)
+
+
 @dataclass
 class TinyEvaluator:
     """Builds `tiny_fitness` inside a Ray worker. delay: seconds every computation sleeps first (so a
@@ -49,8 +55,9 @@ class TinyEvaluator:
     seed: int = 0
     delay: float = 0.0
     poison: str | None = None
+    judge: bool = False  # also the judge's evaluator (`tiny_judge`)
 
-    def __call__(self) -> SampledFitness:
+    def __call__(self):
         fitness = tiny_fitness(self.kind, seed=self.seed)
         compute = fitness.compute
 
@@ -61,7 +68,7 @@ class TinyEvaluator:
             return compute(plan, *args)
 
         fitness.compute = slow_or_deadly
-        return fitness
+        return {"stages": fitness, "judge": tiny_judge(fitness.context)} if self.judge else fitness
 
 
 def tiny_search_deps(run_dir: Path, roles, rate=0.3, granularity="layer", population=4, generations=2, offspring=4,

@@ -21,7 +21,7 @@ from evaluation.fidelity import Stage  # noqa: E402
 from graphs.runner import run_search  # noqa: E402
 from pruning.genome import PruningPlan  # noqa: E402
 from store.run_store import RunStore  # noqa: E402
-from tests.search_fixtures import TinyEvaluator, run_tiny, tiny_fitness, tiny_search_deps  # noqa: E402
+from tests.search_fixtures import TinyEvaluator, tiny_fitness, tiny_judge, tiny_search_deps  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE = Stage(2, 32, 2)
@@ -75,18 +75,24 @@ def evaluations(run_dir: Path) -> dict[tuple[str, str], float]:
 
 
 def test_two_workers_give_the_fitness_of_one_process(tmp_path, no_ray_left):
-    one, _ = run_tiny(tmp_path / "one", classic_roles())
+    """Every stage's scores and the champion's (the judge's fixed windows) on two workers equal the
+    in-process ones, and so does the search's outcome."""
+    deps = tiny_search_deps(tmp_path / "one", classic_roles())
+    deps.judge = tiny_judge(deps.fitness.context, deps.store)
+    one = run_search(deps, "test", tmp_path / "one" / "checkpoint.db")
     deps = tiny_search_deps(tmp_path / "two", classic_roles())
-    with RayEvaluatorPool(TinyEvaluator(), 2, store=deps.store, log=quiet) as pool:
-        deps.fitness.executor = pool
+    deps.judge = tiny_judge(deps.fitness.context, deps.store)
+    with RayEvaluatorPool(TinyEvaluator(judge=True), 2, store=deps.store, log=quiet) as pool:
+        deps.fitness.executor = deps.judge.executor = pool
         two = run_search(deps, "test", tmp_path / "two" / "checkpoint.db")
     in_process, on_workers = evaluations(tmp_path / "one"), evaluations(tmp_path / "two")
     assert in_process.keys() == on_workers.keys()
     for key, value in in_process.items():
         assert on_workers[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     assert two["best"]["plan_key"] == one["best"]["plan_key"] and two["best_history"] == pytest.approx(one["best_history"])
+    assert any(kind.startswith("fitness:") for _, kind in on_workers)  # the champion's scores are there too
     by_worker = deps.store.evaluations_by_worker()
-    assert set(by_worker) == {"w0", "w1"} and min(by_worker.values()) >= 3  # both workers took a share
+    assert set(by_worker) == {"w0", "w1"} and min(by_worker.values()) >= 3  # both workers took a share, nothing here
     assert {e["event"] for e in deps.store.worker_events()} == {"started"}
     assert all(d["status"] == "done" for d in deps.store.dispatches())
 
