@@ -14,6 +14,9 @@ can be longer (a long genome) asks for more (`ask(max_tokens=...)`, agents/limit
 is the backend's context in tokens where we know it (the local server's n_ctx), else None;
 `count_tokens` counts a text's tokens exactly where the server can (llama.cpp's /tokenize).
 An answer cut off at the limit comes back with finish_reason "length".
+
+Transport errors (connection, timeout, 429, 5xx) are retried by the OpenAI client with backoff and
+counted per call (agents/transport.py); only what still fails after that is an error the roles see.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.local_server import LocalLlamaServer, LocalServerError
+from agents.transport import TRANSPORT_RETRIES, retry_counter
 
 
 class AgentError(ValueError):
@@ -39,6 +43,7 @@ class ChatAnswer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = ""  # "length": cut off at the answer-token limit
+    transport_retries: int = 0  # requests the OpenAI client repeated (429, 5xx, connection): agents/transport.py
 
 
 @dataclass
@@ -70,12 +75,18 @@ class ChatBackend:
         if max_tokens is not None and max_tokens != self.max_tokens:
             kwargs["max_tokens"] = max_tokens
         start = time.perf_counter()
-        message = self.chat.bind(**kwargs).invoke(prompt) if kwargs else self.chat.invoke(prompt)
+        counter = retry_counter()
+        counter.reset()
+        try:
+            message = self.chat.bind(**kwargs).invoke(prompt) if kwargs else self.chat.invoke(prompt)
+        except Exception as err:
+            err.transport_retries = counter.count  # the call's record says how often it was tried
+            raise
         usage = getattr(message, "usage_metadata", None) or {}
         content = message.content if isinstance(message.content, str) else str(message.content)
         finish = (getattr(message, "response_metadata", None) or {}).get("finish_reason") or ""
         return ChatAnswer(content, time.perf_counter() - start, usage.get("input_tokens", 0) or 0,
-                          usage.get("output_tokens", 0) or 0, str(finish))
+                          usage.get("output_tokens", 0) or 0, str(finish), counter.count)
 
     def count_tokens(self, text: str) -> int | None:
         """The served model's token count of `text` (no chat template), or None where unknown."""
@@ -117,7 +128,9 @@ def make_backend(spec: str, agent_model: str | None = None, temperature: float =
                  context: int | None = None) -> ChatBackend | None:
     """`max_tokens`: the answer limit every call gets at least (calls with longer answers ask for
     more); `context`: the local server's n_ctx (None: the model's training context, 4096..8192)."""
-    common = dict(temperature=temperature, max_tokens=max_tokens, timeout=timeout, max_retries=0)
+    # transport errors (429, 5xx, connection, timeout) are retried by the client with backoff; a malformed
+    # answer is re-prompted by the roles (--retries): two different things, recorded apart
+    common = dict(temperature=temperature, max_tokens=max_tokens, timeout=timeout, max_retries=TRANSPORT_RETRIES)
     if spec == "classic":
         return None
     if spec == "local":

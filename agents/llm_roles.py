@@ -90,7 +90,7 @@ class LLMRoles:
         if len(pairs) < ctx.count:  # top up from the fallback (tournament selection)
             extra = fallback(replace(ctx, count=ctx.count - len(pairs)))
             pairs += extra.pairs
-        calls[-1].notes = notes
+        calls[-1].notes = [*calls[-1].notes, *notes]  # after any transport note
         calls[-1].outcome = self._final_outcome(calls, bool(notes))
         return Proposal(pairs=pairs, calls=calls)
 
@@ -194,7 +194,7 @@ class LLMRoles:
             result.plan_origins += extra.plan_origins
             result.plan_parents += extra.plan_parents
             notes.append(f"{missing} filled by the classic operator")
-        calls[-1].notes = notes
+        calls[-1].notes = [*calls[-1].notes, *notes]  # after any transport note
         calls[-1].outcome = self._final_outcome(calls, bool(skipped) or bool(unchanged) or missing > 0)
         return result
 
@@ -265,7 +265,7 @@ class LLMRoles:
             origins += extra.origins[len(origins):][:missing]
             parent_lists += extra.parents[len(parent_lists):][:missing]
             notes.append(f"{missing} filled by the classic operator")
-        calls[-1].notes = notes
+        calls[-1].notes = [*calls[-1].notes, *notes]  # after any transport note
         calls[-1].outcome = self._final_outcome(calls, repaired or bool(notes))
         return Proposal(genomes=genomes, origins=origins, parents=parent_lists, calls=calls)
 
@@ -313,11 +313,16 @@ class LLMRoles:
             calls.append(record)
             try:
                 answer = self.backend.ask(current, schema=schema, grammar=grammar, max_tokens=max_tokens)
-            except Exception as err:  # network, timeout, length limit: all mean "no answer"
+            except Exception as err:  # network, timeout, rate limit after the client's own retries: no answer
                 record.outcome, record.error = "error", f"{type(err).__name__}: {err}"[:500]
+                record.transport_retries = getattr(err, "transport_retries", 0)
                 current = prompt
                 continue
             record.raw, record.latency_s = answer.text, answer.latency_s
+            record.transport_retries = answer.transport_retries
+            if answer.transport_retries:
+                record.notes = record.notes + [f"retried-transport: {answer.transport_retries} request(s) repeated "
+                                               f"(rate limit, server or connection error)"]
             record.prompt_tokens, record.completion_tokens = answer.prompt_tokens, answer.completion_tokens
             try:
                 parsed = parse(answer.text)

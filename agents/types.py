@@ -57,6 +57,7 @@ class CallRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     generation: int = 0
+    transport_retries: int = 0  # requests the client repeated after 429 / 5xx / connection errors
 
     def to_dict(self) -> dict:
         return asdict(self)

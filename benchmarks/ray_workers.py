@@ -7,6 +7,7 @@ cluster with each worker count of `--workers`. Start-up (cluster, actors loading
 refit table) is timed apart from the scoring. Scores are compared with the in-process ones.
 
     python benchmarks/ray_workers.py --data-dir ../shared/data --workers 1,2,1x2 --plans 16 --stage 2x256
+    python benchmarks/ray_workers.py --workers 1,2,4 --gpus-per-worker 0.25   # one GPU shared by up to 4 workers
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from distributed.ray_pool import RayEvaluatorPool  # noqa: E402
 from distributed.worker import EvaluatorSpec  # noqa: E402
 from evaluation.fidelity import SampledFitness, parse_stages  # noqa: E402
 from pruning.quanta import MoveSpace  # noqa: E402
-import torch  # noqa: E402
 
 
 def main() -> None:
@@ -38,13 +38,20 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--workers", default="1,2,1x2", help="comma list of Ray worker counts (NxT: N workers of T threads)")
     parser.add_argument("--cpus-per-worker", type=int, default=1)
+    parser.add_argument("--gpus-per-worker", type=float, default=None,
+                        help="GPUs per worker (default: 1 on a CUDA machine, else 0; 0.5: two workers share one GPU)")
     parser.add_argument("--plans", type=int, default=16)
     parser.add_argument("--stage", default="2x256", help="WINDOWSxSEQLEN of the sample every plan is scored on")
     parser.add_argument("--out", default=str(RESULTS / "ray_workers.json"))
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    config = RunConfig(model=args.model, rate=args.rate, data_dir=args.data_dir, dtype="float32")
+    import torch
+
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if torch.cuda.is_available() else 0.0)
+    # fp32 on the CPU (no native bf16 here); the run's own default (bf16) on a GPU
+    config = RunConfig(model=args.model, rate=args.rate, data_dir=args.data_dir,
+                       dtype="auto" if torch.cuda.is_available() else "float32")
     prepared = prepare_run(config, Path(tempfile.mkdtemp(prefix="ray-bench-")))
     context, budget = prepared.context, prepared.budget_for()
     prepare_reconstruction(context, budget)
@@ -76,7 +83,7 @@ def main() -> None:
     for item in args.workers.split(","):
         count, threads = (int(x) for x in item.split("x")) if "x" in item else (int(item), args.cpus_per_worker)
         began = time.perf_counter()
-        with RayEvaluatorPool(spec, count, cpus_per_worker=threads, log=lambda _: None) as pool:
+        with RayEvaluatorPool(spec, count, cpus_per_worker=threads, gpus_per_worker=gpus, log=lambda _: None) as pool:
             start_s = time.perf_counter() - began
             warm = fresh_fitness()  # the same warm-up on the workers
             warm.executor = pool
@@ -88,7 +95,7 @@ def main() -> None:
             values = [s.value for s in remote.score_many(plans, 0, 0, stage)]
             score_s = time.perf_counter() - started
         worst = max(abs(a - b) / abs(b) for a, b in zip(values, local))
-        rows.append({"where": f"{count} Ray workers x {threads} threads", "start_s": round(start_s, 1),
+        rows.append({"where": f"{count} Ray workers x {threads} threads" + (f" x {gpus:g} GPU" if gpus else ""), "start_s": round(start_s, 1),
                      "score_s": round(score_s, 2), "per_min": round(60 * len(plans) / score_s, 1),
                      "max_rel_diff_vs_in_process": worst})
         print(json.dumps(rows[-1]))

@@ -23,7 +23,8 @@ SCHEMA = {
                    "repair_notes": str, "created": float},
     "agent_calls": {"id": int, "generation": int, "role": str, "backend": str, "prompt_set": str, "attempt": int,
                     "prompt": str, "raw": str, "parsed": str, "notes": str, "outcome": str, "error": str,
-                    "latency_s": float, "prompt_tokens": int, "completion_tokens": int, "created": float},
+                    "latency_s": float, "prompt_tokens": int, "completion_tokens": int, "created": float,
+                    "transport_retries": int},
     "evaluations": {"id": int, "plan_key": str, "kind": str, "value": float, "metrics": str, "seconds": float,
                     "created": float, "worker": str},
     # evaluations on Ray workers (distributed/ray_pool.py): each plan handed to a worker, and what became of it
@@ -51,8 +52,9 @@ class RunStore:
             if name == "generations":
                 pk = "generation"
             self.db[name].create(columns, pk=pk, if_not_exists=True)
-        if "worker" not in self.db["evaluations"].columns_dict:  # a run.db made before evaluations had workers
-            self.db["evaluations"].add_column("worker", str)
+        for table, column, kind in (("evaluations", "worker", str), ("agent_calls", "transport_retries", int)):
+            if column not in self.db[table].columns_dict:  # a run.db made before the column existed
+                self.db[table].add_column(column, kind)
         self.db["evaluations"].create_index(["plan_key", "kind"], unique=True, if_not_exists=True)
         self.db["candidates"].create_index(["plan_key"], if_not_exists=True)
 

@@ -44,7 +44,9 @@ def _calls_table(calls: list[dict], full_prompts: bool) -> Table:
     for call in calls:
         notes = call["error"] or ", ".join(json.loads(call["notes"] or "[]"))
         raw = (call["raw"] or "")
-        table.add_row(call["role"], str(call["attempt"]), Text(call["outcome"], style=OUTCOME_STYLE.get(call["outcome"], "")),
+        transport = call.get("transport_retries") or 0  # requests the client repeated (429, 5xx, connection)
+        attempt = f"{call['attempt']}" + (f" (+{transport} transport)" if transport else "")
+        table.add_row(call["role"], attempt, Text(call["outcome"], style=OUTCOME_STYLE.get(call["outcome"], "")),
                       f"{call['latency_s'] or 0:.1f}s", f"{(call['prompt_tokens'] or 0) + (call['completion_tokens'] or 0)}",
                       notes[:80], raw if full_prompts else raw[:60])
     return table
