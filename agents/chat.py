@@ -47,6 +47,15 @@ class ChatAnswer:
 
 
 @dataclass
+class ToolReply:
+    message: object  # a LangChain AIMessage: tool_calls, invalid_tool_calls, content
+    latency_s: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    transport_retries: int = 0
+
+
+@dataclass
 class ChatBackend:
     name: str
     chat: object  # a LangChain chat model
@@ -87,6 +96,22 @@ class ChatBackend:
         finish = (getattr(message, "response_metadata", None) or {}).get("finish_reason") or ""
         return ChatAnswer(content, time.perf_counter() - start, usage.get("input_tokens", 0) or 0,
                           usage.get("output_tokens", 0) or 0, str(finish), counter.count)
+
+    def converse(self, messages: list, tools: list) -> "ToolReply":
+        """One turn of a tool-calling conversation: the model's reply (`tool_calls` or a plain answer)."""
+        self.calls += 1
+        chat = self.chat.bind_tools(tools)
+        counter = retry_counter()
+        counter.reset()
+        start = time.perf_counter()
+        try:
+            message = chat.bind(seed=self.seed + self.calls).invoke(messages)
+        except Exception as err:
+            err.transport_retries = counter.count
+            raise
+        usage = getattr(message, "usage_metadata", None) or {}
+        return ToolReply(message, time.perf_counter() - start, usage.get("input_tokens", 0) or 0,
+                         usage.get("output_tokens", 0) or 0, counter.count)
 
     def count_tokens(self, text: str) -> int | None:
         """The served model's token count of `text` (no chat template), or None where unknown."""

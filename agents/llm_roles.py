@@ -56,8 +56,9 @@ SHIFTS_LISTED = 4  # of them, large layer shifts (pruning/quanta.py); the rest p
 class LLMRoles:
     """The chat backend, the prompt set and the retry count the four LLM roles share."""
 
-    def __init__(self, backend: ChatBackend, prompts: PromptSet, retries: int = 1):
-        self.backend, self.prompts, self.retries = backend, prompts, retries
+    def __init__(self, backend: ChatBackend, prompts: PromptSet, retries: int = 1, tool_budget: int = 0):
+        """tool_budget: tool calls per role call before the answer (0: no tools, structured answers only)."""
+        self.backend, self.prompts, self.retries, self.tool_budget = backend, prompts, retries, tool_budget
 
     # -- the four roles --------------------------------------------------------------------
     def initialize(self, ctx: RoleContext, fallback: Role) -> Proposal:
@@ -172,11 +173,21 @@ class LLMRoles:
 
         need = self._answer_tokens(choices_answer_chars(sub.count, len(moves), per))
         prompt, _ = self._render("mutator", fields, need, history=ctx)
+        looked, tool_calls = [], []
+        if self.tool_budget > 0 and ctx.tools is not None:  # look before leaping: tools, then the answer
+            from agents.tool_loop import tool_phase
+
+            found, looked, tool_calls = tool_phase(self.backend, ctx.tools.for_mutator(ctx, moves), prompt,
+                                                   self.tool_budget, "mutator", ctx.generation, self.prompts.name)
+            if found:
+                prompt = f"{prompt}\n\nWhat your tool calls returned:\n{found}\n\nNow give your final answer."
         parsed, calls = self._ask("mutator", sub, prompt, choices_schema(sub.count, len(moves), per),
                                   choices_grammar(sub.count, len(moves), per), decode, need)
+        calls = looked + calls
         if parsed is None:
             result = fallback(ctx)
             result.calls = calls + [self._fallback("mutator", ctx)]
+            result.tool_calls = tool_calls
             return result
         children, notes, _ = parsed
         if skipped:
@@ -185,7 +196,8 @@ class LLMRoles:
         if unchanged:
             notes.append(f"{unchanged} child(ren) equal to their parent")
         result = Proposal(plans=children, plan_origins=["llm:mutator"] * len(children),
-                          plan_parents=[[key] for key in ctx.parent_keys[: len(children)]], calls=calls)
+                          plan_parents=[[key] for key in ctx.parent_keys[: len(children)]], calls=calls,
+                          tool_calls=tool_calls)
         missing = len(plans) - len(children)
         if missing > 0:  # top up with exact random moves
             extra = fallback(replace(ctx, plans=plans[len(children):], genomes=ctx.genomes[len(children):],
@@ -291,7 +303,7 @@ class LLMRoles:
 
     @staticmethod
     def _final_outcome(calls: list[CallRecord], repaired: bool) -> str:
-        if len(calls) > 1:
+        if len([c for c in calls if c.outcome != "tools"]) > 1:  # re-prompts (not the tool phase's turns)
             return "retried"
         return "repaired" if repaired else "used"
 

@@ -48,11 +48,12 @@ def uses_llm(agent: str, llm_roles: str | tuple[str, ...]) -> bool:
 
 
 def make_roles(backend: ChatBackend | None, prompts: PromptSet | None = None, retries: int = 1,
-               llm_roles: str | tuple[str, ...] = ROLES) -> Roles:
+               llm_roles: str | tuple[str, ...] = ROLES, tool_budget: int = 0) -> Roles:
+    """tool_budget: tool calls an LLM role may make before answering (0: none; agents/tool_loop.py)."""
     names = parse_llm_roles(llm_roles)
     if backend is None or not names:
         return classic_roles()
-    llm = LLMRoles(backend, prompts or PromptSet.load(), retries=retries)
+    llm = LLMRoles(backend, prompts or PromptSet.load(), retries=retries, tool_budget=tool_budget)
     methods = {"initializer": llm.initialize, "selector": llm.select, "crosser": llm.crossover, "mutator": llm.mutate}
     return {role: with_fallback(methods[role], CLASSIC[role]) if role in names else CLASSIC[role] for role in ROLES}
 

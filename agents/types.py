@@ -85,6 +85,7 @@ class RoleContext:
     # layers of `plans` and the crosser's children are put back on the budget in the same quanta
     move_space: object = None
     plans: list = field(default_factory=list)  # PruningPlan per genome in `genomes`
+    tools: object = None  # tools.search_tools.SearchTools when the roles may call tools (--agent-tools)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Proposal:
     plans: list = field(default_factory=list)  # exact answers: PruningPlans on the budget (no repair)
     plan_origins: list[str] = field(default_factory=list)
     plan_parents: list[list[str]] = field(default_factory=list)
+    tool_calls: list = field(default_factory=list)  # agents.tool_loop.ToolCall: what the role's tools were asked
 
 
 Role = Callable[[RoleContext], Proposal]  # one of the four operators; the graph takes a mapping ROLES -> Role

@@ -79,6 +79,10 @@ class RunConfig:
     max_tokens: int = option("agent", "LLM answer limit", default=1024, type=int)
     agent_timeout: float = option("agent", "seconds per LLM call", measured=False, default=180.0, type=float)
     retries: int = option("agent", "retries (with the error shown) before the classic fallback", default=1, type=int)
+    agent_tools: str = option("agent", "the LLM mutator calls tools (screen children, layer sensitivity, latency, "
+                              "population) before answering: on, off, auto (on where the backend answers a tool-call "
+                              "probe, except the embedded 135M model)", default="auto", choices=["auto", "on", "off"])
+    tool_budget: int = option("agent", "tool calls per LLM role call when --agent-tools is on", default=4, type=int)
     # --- the search's prompts and roles
     prompts: str | None = option("search", "prompt set: a folder, or a set name under prompts/ (moves: the LLM picks "
                                  "numbered exact moves; default: it writes whole genomes)", default="moves")

@@ -16,6 +16,7 @@ from pathlib import Path
 from agents.chat import make_backend
 from agents.prompting import PromptSet, prompt_overrides
 from agents.roles import make_roles, uses_llm
+from agents.tool_loop import decide_tools
 from assembly.build import build_search, final_fitness, prepare_run
 from assembly.config import RunConfig
 from assembly.placement_options import offload_folder_for, pruned_offload_folder, ready_machine
@@ -23,6 +24,7 @@ from graphs.runner import run_search
 from pruning.placement import OutOfMemory
 from pruning.versions import versions
 from store.run_store import RunStore
+from tools.search_tools import SearchTools
 from deploy.exports import check_export_spec, parse_export_spec
 from evaluation.finalize import finalize_search
 from evaluation.report import write_report
@@ -130,7 +132,11 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
     if requeued:  # plans a killed session had on Ray workers: unscored, so the search hands them out again
         status_line(f"{requeued} evaluations were in flight on Ray workers when the last session stopped: handed out again")
     try:
-        roles = make_roles(backend, prompts, retries=config.retries, llm_roles=config.llm_roles)
+        tools_on, tools_why = decide_tools(config.agent_tools, backend)
+        if backend is not None:
+            status_line(f"agent tools: {'on' if tools_on else 'off'} ({tools_why})")
+        roles = make_roles(backend, prompts, retries=config.retries, llm_roles=config.llm_roles,
+                           tool_budget=config.tool_budget if tools_on else 0)
         record = {"source_model": loaded.name, "source": loaded.source, "run_id": run_id, "budget": budget.to_dict(),
                   "settings": config.prune_settings().to_dict(), "agent": config.agent, "versions": versions()}
 
@@ -153,6 +159,9 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
         deps = build_search(config, context, budget, prepared.fitness_pool, store, roles, finalizer=finalizer,
                             judge=judge)
         fitness = deps.fitness
+        if tools_on:  # what the LLM mutator may call before answering (tools/search_tools.py)
+            deps.tools = SearchTools(fitness, deps.settings.stages[0], deps.layer_importance,
+                                     timing=config.timing == "on")
         if config.workers > 1 or config.ray_address:
             from distributed.setup import start_fitness_workers
 
@@ -171,6 +180,7 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
                    "tokens_scored_this_session": fitness.tokens_scored,
                    "scoring_seconds_this_session": round(fitness.seconds, 1), "llm": store.token_totals(),
                    "workers": {"evaluations": store.evaluations_by_worker(), "events": store.worker_event_counts()},
+                   "agent_tools": {"on": tools_on, "why": tools_why, **store.tool_call_counts()},
                    "outcomes": store.outcome_counts(), "best": final.get("best"), "champion": store.champion(),
                    "final": final.get("final"),
                    "prepare_seconds": context.seconds, "stages": STAGES}

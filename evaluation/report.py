@@ -137,6 +137,11 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
     for role, counts in sorted((summary.get("outcomes") or {}).items()):
         lines.append(f"- {role}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     lines += worker_lines(summary.get("workers") or {})
+    tools = summary.get("agent_tools")
+    if tools and tools.get("why") != "no LLM roles":
+        lines.append(f"- agent tools: {'on' if tools['on'] else 'off'} ({tools['why']})" + (
+            f"; {tools['tool_calls']} tool calls, {tools['valid_tool_calls']} valid (table `tool_calls`)"
+            if tools.get("tool_calls") else ""))
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
     return report
 

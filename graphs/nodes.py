@@ -66,6 +66,7 @@ class SearchDeps:
     judge: object = None  # evaluation.fitness.FitnessEvaluator on fixed windows: picks the champion
     finalizer: Callable[[Candidate], dict] | None = None
     on_event: Callable[[str, dict], None] | None = None  # live view hook
+    tools: object = None  # tools.search_tools.SearchTools: what LLM roles may call (--agent-tools)
 
 
 def _population(state: SearchState) -> list[Candidate]:
@@ -80,12 +81,15 @@ def _context(deps: SearchDeps, state: SearchState, role: str, count: int) -> Rol
         count=count, generation=state.get("generation", 0),
         rng=random.Random(f"{deps.settings.seed}:{state.get('generation', 0)}:{role}"), known_keys=known,
         model_name=deps.settings.model_name, layer_importance=deps.layer_importance, move_space=deps.moves,
+        tools=deps.tools,
     )
 
 
 def _record(deps: SearchDeps, result: Proposal, candidates: list[Candidate]) -> None:
     for call in result.calls:
         deps.store.record_call(call.to_dict())
+    for tool_call in result.tool_calls:
+        deps.store.record_tool_call(tool_call.to_dict())
     for cand in candidates:
         deps.store.record_candidate(cand.to_dict())
     if deps.on_event:

@@ -30,6 +30,9 @@ SCHEMA = {
     # evaluations on Ray workers (distributed/ray_pool.py): each plan handed to a worker, and what became of it
     "dispatches": {"id": int, "plan_key": str, "kind": str, "worker": str, "attempt": int, "status": str,
                    "detail": str, "created": float, "finished": float},
+    # the tools LLM roles called before answering (agents/tool_loop.py): arguments, result or error, seconds
+    "tool_calls": {"id": int, "generation": int, "role": str, "tool": str, "arguments": str, "result": str,
+                   "error": str, "seconds": float, "valid": int, "created": float},
     # the workers' lives: started (pid, node, device), died (why), replaced, refused at the start-up check
     "worker_events": {"id": int, "worker": str, "event": str, "detail": str, "created": float},
 }
@@ -174,6 +177,20 @@ class RunStore:
                 row[key] = _json(row[key])
         row["created"] = time.time()
         self.db["agent_calls"].insert(row)
+
+    def record_tool_call(self, call: dict) -> None:
+        self.db["tool_calls"].insert({k: call.get(k) for k in SCHEMA["tool_calls"] if k not in ("id", "created")}
+                                     | {"valid": int(bool(call.get("valid"))), "created": time.time()})
+        self.db.conn.commit()
+
+    def tool_calls(self, generation: int | None = None) -> list[dict]:
+        where = "generation = ?" if generation is not None else None
+        return list(self.db["tool_calls"].rows_where(where, [generation] if generation is not None else None,
+                                                     order_by="id"))
+
+    def tool_call_counts(self) -> dict:
+        rows = list(self.db.query("select count(*) as n, coalesce(sum(valid), 0) as ok from tool_calls"))
+        return {"tool_calls": rows[0]["n"], "valid_tool_calls": rows[0]["ok"]}
 
     def record_generation(self, generation: int, stats: dict, population: list) -> None:
         self.db["generations"].upsert({"generation": generation, **stats, "population": _json(population),

@@ -3,10 +3,13 @@ remote endpoint): /v1/models, and /v1/chat/completions answering from a script.
 
     python -m tests.scripted_server SCRIPT.json PORT_FILE LOG_FILE
 
-SCRIPT: {"fail": [429, 503, ...]} -- the first requests get these statuses (429 with
-`retry-after-ms: 10`), every later one a valid answer made from the request's JSON schema
-(`response_format`): the smallest arrays it allows, integers counting up from the minimum within
-an array (so a pair is [0, 1]), numbers at 0.2. Each request's status goes to LOG_FILE, one line each.
+SCRIPT: {"fail": [429, 503, ...], "tool_turns": [[{"name": ..., "arguments": "<JSON text>"}, ...], ...]}
+-- the first requests get the `fail` statuses (429 with `retry-after-ms: 10`); a request that offers
+tools gets the next turn of `tool_turns` as tool calls (the arguments sent as written: they may be
+malformed), or a plain answer when the turns are used up; every other request a valid answer made
+from its JSON schema (`response_format`): the smallest arrays it allows, integers counting up from
+the minimum within an array (so a pair is [0, 1]), numbers at 0.2. Each request's status goes to
+LOG_FILE, one line each (`200 tools` for a request that offered tools).
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ def main() -> None:
     script = json.loads(Path(sys.argv[1]).read_text())
     port_file, log_file = Path(sys.argv[2]), Path(sys.argv[3])
     failures = list(script.get("fail", []))
+    turns = list(script.get("tool_turns", []))
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -60,17 +64,25 @@ def main() -> None:
             request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             with lock:
                 status = failures.pop(0) if failures else 200
+                turn = turns.pop(0) if status == 200 and request.get("tools") and turns else None
                 with log_file.open("a") as log:
-                    log.write(f"{status}\n")
+                    log.write(f"{status}{' tools' if request.get('tools') else ''}\n")
             if status != 200:
                 headers = {"retry-after-ms": "10"} if status == 429 else {}
                 self._send(status, {"error": {"message": f"scripted {status}", "type": "scripted"}}, headers)
                 return
             schema = ((request.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
             content = json.dumps(example(schema)) if schema else "{}"
+            message = {"role": "assistant", "content": content}
+            if request.get("tools"):
+                message = {"role": "assistant", "content": "" if turn else "I have seen enough."}
+                if turn:
+                    message["tool_calls"] = [{"id": f"call-{k}", "type": "function",
+                                              "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                             for k, c in enumerate(turn)]
             self._send(200, {"id": "x", "object": "chat.completion", "created": int(time.time()), "model": "scripted",
-                             "choices": [{"index": 0, "finish_reason": "stop",
-                                          "message": {"role": "assistant", "content": content}}],
+                             "choices": [{"index": 0, "finish_reason": "tool_calls" if request.get("tools") and turn
+                                          else "stop", "message": message}],
                              "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

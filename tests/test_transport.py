@@ -18,12 +18,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def scripted(tmp_path):
-    """start(fail=[...]) -> (base URL, log path) of a scripted server; stopped after the test."""
+    """start(fail=[...], tool_turns=[...]) -> (base URL, log path) of a scripted server; stopped after the test."""
     processes = []
 
-    def start(fail: list[int]):
+    def start(fail: list[int], tool_turns: list | None = None):
         script, port, log = tmp_path / "script.json", tmp_path / "port", tmp_path / "requests.log"
-        script.write_text(json.dumps({"fail": fail}))
+        script.write_text(json.dumps({"fail": fail, "tool_turns": tool_turns or []}))
         processes.append(subprocess.Popen([sys.executable, "-m", "tests.scripted_server", str(script), str(port),
                                            str(log)], cwd=REPO))
         deadline = time.monotonic() + 30
@@ -60,3 +60,41 @@ def test_a_dead_endpoint_is_an_error_after_the_retries(tmp_path, scripted):
     with pytest.raises(Exception) as err:
         backend.ask("hello")
     assert getattr(err.value, "transport_retries", 0) == 4  # agents/transport.TRANSPORT_RETRIES
+
+
+def test_the_mutator_calls_tools_before_answering(tmp_path, scripted):
+    """Tool calls (good, unknown, malformed, over budget) are executed or answered with an error, all
+    recorded and replayed; a screened child's score is an ordinary evaluation; the answer stays valid."""
+    import io
+
+    from rich.console import Console
+
+    from graphs.runner import run_search
+    from tests.search_fixtures import tiny_search_deps
+    from tools.search_tools import SearchTools
+    from ui.replay import replay
+
+    screen = json.dumps({"children": [{"child": 0, "moves": [0, 1]}, {"child": 1, "moves": [2]}]})
+    turns = [[{"name": "screen_children", "arguments": screen}, {"name": "apply_moves", "arguments": "{not json"}],
+             [{"name": "fly", "arguments": "{}"}, {"name": "layer_sensitivity", "arguments": "{}"},
+              {"name": "population", "arguments": "{}"}]]  # the fifth call: over the budget of 4, refused
+    url, _ = scripted([], turns)
+    backend = make_backend(url + "#scripted", max_tokens=256, timeout=30)
+    roles = make_roles(backend, PromptSet.load("moves"), retries=1, llm_roles="mutator", tool_budget=4)
+    deps = tiny_search_deps(tmp_path / "run", roles, generations=1)
+    deps.tools = SearchTools(deps.fitness, deps.settings.stages[0], deps.layer_importance, timing=False)
+    run_search(deps, "test", tmp_path / "run" / "checkpoint.db")
+    calls = deps.store.tool_calls()
+    assert [c["tool"] for c in calls] == ["screen_children", "apply_moves", "fly", "layer_sensitivity", "population"]
+    assert [bool(c["valid"]) for c in calls] == [True, False, False, True, False]
+    assert "malformed" in calls[1]["error"] and "unknown tool 'fly'" in calls[2]["error"]
+    assert "budget" in calls[4]["error"]  # the budget holds: the loop ends there
+    screened = json.loads(calls[0]["result"])["fitness"]
+    assert len(screened) == 2 and all(v > 0 for v in screened)
+    assert deps.store.evaluation_count("kl:2x16:g1s0:seed0") >= 2  # the screened children are evaluations
+    mutator = [c for c in deps.store.calls("mutator") if c["generation"] == 1]
+    assert [c["outcome"] for c in mutator][-1] in ("used", "repaired")  # the answer after the tools
+    assert any(c["outcome"] == "tools" for c in mutator)
+    out = io.StringIO()
+    replay(Console(file=out, width=200), deps.store, speed=0)
+    assert "tool calls" in out.getvalue() and "screen_children" in out.getvalue()

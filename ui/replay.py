@@ -52,6 +52,20 @@ def _calls_table(calls: list[dict], full_prompts: bool) -> Table:
     return table
 
 
+def _tool_calls_table(calls: list[dict], full: bool) -> Table:
+    """The tools the roles called before answering (agents/tool_loop.py), in order."""
+    table = Table(title="tool calls", expand=False)
+    for col in ("role", "tool", "arguments", "result / error", "seconds"):
+        table.add_column(col)
+    for call in calls:
+        said = call["result"] if call["valid"] else Text(f"error: {call['error']}", style="red")
+        if not full and isinstance(said, str):
+            said = said[:70]
+        table.add_row(call["role"], call["tool"], (call["arguments"] or "") if full else (call["arguments"] or "")[:50],
+                      said, f"{call['seconds'] or 0:.2f}")
+    return table
+
+
 def replay(console, store, generation: int | None = None, role: str | None = None, speed: float = 0.5,
            full_prompts: bool = False) -> None:
     run = store.run() or {}
@@ -72,6 +86,9 @@ def replay(console, store, generation: int | None = None, role: str | None = Non
         gen_calls = [c for c in calls if c["generation"] == gen]
         if gen_calls:
             console.print(_calls_table(gen_calls, full_prompts))
+            tool_calls = [t for t in store.tool_calls(gen) if role is None or t["role"] == role]
+            if tool_calls:
+                console.print(_tool_calls_table(tool_calls, full_prompts))
             if full_prompts:
                 for call in gen_calls:
                     console.print(Panel(call["prompt"] or "", title=f"{call['role']} prompt (try {call['attempt']})"))
