@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+import zlib
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -34,6 +36,9 @@ from agents.transport import TRANSPORT_RETRIES, retry_counter
 
 class AgentError(ValueError):
     pass
+
+
+_lock = threading.Lock()  # the call counter, when calls run concurrently
 
 
 @dataclass
@@ -64,21 +69,21 @@ class ChatBackend:
     seed: int = 0
     calls: int = field(default=0)
     max_tokens: int = 1024  # the answer limit every call gets at least (--max-tokens)
-    context: int | None = None  # the context in tokens, where known (the local server's n_ctx)
+    context: int | None = None  # the context in tokens, where known (the local server's n_ctx per slot)
+    slots: int = 1  # requests it serves at once: independent calls of a generation run concurrently
 
     def ask(self, prompt: str, schema: dict | None = None, grammar: str | None = None,
-            max_tokens: int | None = None) -> ChatAnswer:
-        """`max_tokens`: this call's answer limit, where it differs from the backend's."""
+            max_tokens: int | None = None, call: str | None = None) -> ChatAnswer:
+        """`max_tokens`: this call's answer limit, where it differs from the backend's. `call` names the
+        call (role, generation, attempt): its sampling seed, the same whatever runs beside it."""
         from agents.schemas import response_format
 
         kwargs = {}
-        self.calls += 1
-        # One seed per call (--seed, then +1 per call) on every backend: a run's sampling stream is
-        # fixed by its seed, and an ablation cell sets `seed` to give each seed its own stream.
+        seed = self._seed(call)
         if self.grammar and grammar:
-            kwargs["extra_body"] = {"grammar": grammar, "seed": self.seed + self.calls}
+            kwargs["extra_body"] = {"grammar": grammar, "seed": seed}
         else:
-            kwargs["seed"] = self.seed + self.calls
+            kwargs["seed"] = seed
             if schema is not None:
                 kwargs["response_format"] = response_format(schema, "answer")
         if max_tokens is not None and max_tokens != self.max_tokens:
@@ -97,15 +102,23 @@ class ChatBackend:
         return ChatAnswer(content, time.perf_counter() - start, usage.get("input_tokens", 0) or 0,
                           usage.get("output_tokens", 0) or 0, str(finish), counter.count)
 
-    def converse(self, messages: list, tools: list) -> "ToolReply":
+    def _seed(self, call: str | None) -> int:
+        """One seed per call on every backend, from --seed (an ablation cell sets `seed` to give each seed
+        its own stream) and the call's name; unnamed calls count up (--seed + 1, + 2, ...)."""
+        with _lock:
+            self.calls += 1
+            count = self.calls
+        return self.seed + (zlib.crc32(call.encode()) % 1_000_003 if call else count)
+
+    def converse(self, messages: list, tools: list, call: str | None = None) -> "ToolReply":
         """One turn of a tool-calling conversation: the model's reply (`tool_calls` or a plain answer)."""
-        self.calls += 1
+        seed = self._seed(call)
         chat = self.chat.bind_tools(tools)
         counter = retry_counter()
         counter.reset()
         start = time.perf_counter()
         try:
-            message = chat.bind(seed=self.seed + self.calls).invoke(messages)
+            message = chat.bind(seed=seed).invoke(messages)
         except Exception as err:
             err.transport_retries = counter.count
             raise
@@ -150,7 +163,7 @@ def _probe(base_url: str, api_key: str, timeout: float = 5.0) -> None:
 
 def make_backend(spec: str, agent_model: str | None = None, temperature: float = 1.0, max_tokens: int = 1024,
                  timeout: float = 180.0, seed: int = 0, threads: int | None = None,
-                 context: int | None = None) -> ChatBackend | None:
+                 context: int | None = None, slots: int = 2) -> ChatBackend | None:
     """`max_tokens`: the answer limit every call gets at least (calls with longer answers ask for
     more); `context`: the local server's n_ctx (None: the model's training context, 4096..8192)."""
     # transport errors (429, 5xx, connection, timeout) are retried by the client with backoff; a malformed
@@ -163,12 +176,12 @@ def make_backend(spec: str, agent_model: str | None = None, temperature: float =
 
         gguf = Path(agent_model) if agent_model else embedded_gguf_path()
         try:
-            server = LocalLlamaServer(gguf, threads=threads, ctx=context).start()
+            server = LocalLlamaServer(gguf, threads=threads, ctx=context, slots=slots).start()
         except LocalServerError as err:
             raise AgentError(str(err)) from None
         chat = _chat_openai(base_url=server.base_url, api_key="none", model=gguf.stem, **common)
         return ChatBackend(name=f"local:{gguf.name}", chat=chat, grammar=True, server=server, seed=seed,
-                           max_tokens=max_tokens, context=server.ctx)
+                           max_tokens=max_tokens, context=server.ctx, slots=server.slots)
     if spec.startswith("openai:"):
         model = spec.split(":", 1)[1]
         if not model:
@@ -176,11 +189,12 @@ def make_backend(spec: str, agent_model: str | None = None, temperature: float =
         if not os.environ.get("OPENAI_API_KEY"):
             raise AgentError("--agent openai:... needs the OPENAI_API_KEY environment variable (it is never stored)")
         return ChatBackend(name=spec, chat=_chat_openai(model=model, **common), seed=seed,
-                           max_tokens=max_tokens)
+                           max_tokens=max_tokens, slots=slots)
     if spec.startswith(("http://", "https://")):
         url, _, model = spec.partition("#")
         api_key = os.environ.get("OPENAI_API_KEY", "none")
         _probe(url, api_key)
         chat = _chat_openai(base_url=url, api_key=api_key, model=model or "default", **common)
-        return ChatBackend(name=url + (f"#{model}" if model else ""), chat=chat, seed=seed, max_tokens=max_tokens)
+        return ChatBackend(name=url + (f"#{model}" if model else ""), chat=chat, seed=seed, max_tokens=max_tokens,
+                           slots=slots)
     raise AgentError(f"unknown --agent {spec!r}: use local, classic, openai:<model>, or an http(s) URL[#model]")

@@ -324,7 +324,8 @@ class LLMRoles:
                                 outcome="invalid", prompt=current, generation=ctx.generation)
             calls.append(record)
             try:
-                answer = self.backend.ask(current, schema=schema, grammar=grammar, max_tokens=max_tokens)
+                answer = self.backend.ask(current, schema=schema, grammar=grammar, max_tokens=max_tokens,
+                                          call=f"{role}:g{ctx.generation}:a{attempt}")
             except Exception as err:  # network, timeout, rate limit after the client's own retries: no answer
                 record.outcome, record.error = "error", f"{type(err).__name__}: {err}"[:500]
                 record.transport_retries = getattr(err, "transport_retries", 0)

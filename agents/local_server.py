@@ -97,7 +97,9 @@ def _die_with_parent() -> None:
 
 class LocalLlamaServer:
     def __init__(self, gguf: str | Path, threads: int | None = None, ctx: int | None = None,
-                 startup_timeout: float = 120.0, port: int | None = None, host: str = "127.0.0.1"):
+                 startup_timeout: float = 120.0, port: int | None = None, host: str = "127.0.0.1", slots: int = 1):
+        """slots: requests served at once (llama.cpp's parallel slots, batched together); `ctx` is each
+        slot's context (the server gets slots x ctx)."""
         self.gguf = Path(gguf)
         if not self.gguf.is_file():
             raise LocalServerError(f"agent model {gguf} is not a file")
@@ -106,6 +108,7 @@ class LocalLlamaServer:
         self.threads = threads or max(1, min(4, os.cpu_count() or 1))
         self.ctx = ctx or auto_context(self.gguf)  # None: from the GGUF (see the module docstring)
         self.startup_timeout = startup_timeout
+        self.slots = max(1, slots)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -113,7 +116,8 @@ class LocalLlamaServer:
         return f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '::') else self.host}:{self.port}/v1"
 
     def start(self) -> "LocalLlamaServer":
-        cmd = [sys.executable, "-m", "agents.local_server", str(self.gguf), str(self.port), str(self.threads), str(self.ctx), self.host]
+        cmd = [sys.executable, "-m", "agents.local_server", str(self.gguf), str(self.port), str(self.threads),
+               str(self.ctx * self.slots), self.host, str(self.slots)]
         root = Path(__file__).resolve().parent.parent
         env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
@@ -159,7 +163,7 @@ class LocalLlamaServer:
         self.stop()
 
 
-def _serve(gguf: str, port: int, threads: int, ctx: int, host: str = "127.0.0.1") -> None:
+def _serve(gguf: str, port: int, threads: int, ctx: int, host: str = "127.0.0.1", slots: int = 1) -> None:
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -169,7 +173,7 @@ def _serve(gguf: str, port: int, threads: int, ctx: int, host: str = "127.0.0.1"
     params.cpuparams_batch.n_threads = threads
     params.hostnames = [host]
     params.port = port
-    params.n_parallel = 1
+    params.n_parallel = slots  # each slot gets ctx / slots
     server = xllamacpp.Server(params)  # noqa: F841 (serves on its own threads while we wait)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -180,4 +184,5 @@ def _serve(gguf: str, port: int, threads: int, ctx: int, host: str = "127.0.0.1"
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])
+    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6],
+           *[int(a) for a in sys.argv[6:7]])

@@ -57,7 +57,7 @@ def tool_phase(backend, tools: list, prompt: str, budget: int, role: str, genera
                             prompt=messages[0].content if turn == 1 else "", generation=generation)
         records.append(record)
         try:
-            reply = backend.converse(messages, tools)
+            reply = backend.converse(messages, tools, call=f"{role}:g{generation}:tools{turn}")
         except Exception as err:  # no answer after the client's transport retries: go on without tools
             record.error = f"{type(err).__name__}: {err}"[:500]  # outcome stays "tools": not an answer attempt
             record.transport_retries = getattr(err, "transport_retries", 0)

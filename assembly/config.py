@@ -83,6 +83,9 @@ class RunConfig:
                               "population) before answering: on, off, auto (on where the backend answers a tool-call "
                               "probe, except the embedded 135M model)", default="auto", choices=["auto", "on", "off"])
     tool_budget: int = option("agent", "tool calls per LLM role call when --agent-tools is on", default=4, type=int)
+    agent_slots: int = option("agent", "LLM calls at once: the local server's parallel slots, or concurrent requests to "
+                              "a remote endpoint; with 2 or more the crosser and the mutator ask at the same time",
+                              default=2, type=int)
     # --- the search's prompts and roles
     prompts: str | None = option("search", "prompt set: a folder, or a set name under prompts/ (moves: the LLM picks "
                                  "numbered exact moves; default: it writes whole genomes)", default="moves")

@@ -71,7 +71,7 @@ def run_ablate(args) -> int:
     def backend_factory():
         with err_console.status(f"starting agent backend {config.agent} ..."):
             return make_backend(config.agent, config.agent_model, config.temperature, config.max_tokens,
-                                config.agent_timeout)
+                                config.agent_timeout, slots=config.agent_slots)
 
     budgets = {g: prepared.budget_for(g) for g in {a.granularity for a in arms} | {"layer"}}
     setup = AblationSetup(config=config, context=prepared.context, budgets=budgets,

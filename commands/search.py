@@ -106,7 +106,7 @@ def run_search_command(args) -> int:
     if llm:
         with err_console.status(f"starting agent backend {config.agent} ..."):
             backend = make_backend(config.agent, config.agent_model, config.temperature, config.max_tokens,
-                                   config.agent_timeout, seed=config.seed)
+                                   config.agent_timeout, seed=config.seed, slots=config.agent_slots)
     try:
         return _search(config, run_id, run_dir, resume, prompts, backend)
     finally:
@@ -159,6 +159,7 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
         deps = build_search(config, context, budget, prepared.fitness_pool, store, roles, finalizer=finalizer,
                             judge=judge)
         fitness = deps.fitness
+        deps.parallel_llm = backend is not None and backend.slots > 1
         if tools_on:  # what the LLM mutator may call before answering (tools/search_tools.py)
             deps.tools = SearchTools(fitness, deps.settings.stages[0], deps.layer_importance,
                                      timing=config.timing == "on")

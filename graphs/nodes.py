@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -67,6 +68,7 @@ class SearchDeps:
     finalizer: Callable[[Candidate], dict] | None = None
     on_event: Callable[[str, dict], None] | None = None  # live view hook
     tools: object = None  # tools.search_tools.SearchTools: what LLM roles may call (--agent-tools)
+    parallel_llm: bool = False  # the crosser's and the mutator's calls at once (the backend serves several)
 
 
 def _population(state: SearchState) -> list[Candidate]:
@@ -127,18 +129,32 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         n_cross = int(round(s.crossover_share * len(pairs)))
         if s.crossover_share > 0 and len(pairs) >= 2:
             n_cross = min(len(pairs) - 1, max(1, n_cross))
-        ctx = _context(deps, state, "crosser", n_cross)
-        ctx.pairs = pairs[:n_cross]
-        crossed = deps.roles["crosser"](ctx) if ctx.pairs else Proposal()
-        children = proposal_candidates(ctx, crossed)
-        _record(deps, crossed, children)
+        cross_ctx = _context(deps, state, "crosser", n_cross)
+        cross_ctx.pairs = pairs[:n_cross]
         parents = [population[p[0]] for p in pairs[n_cross:]]
-        ctx = _context(deps, state, "mutator", len(parents))
-        ctx.known_keys |= {c.plan_key for c in children}
-        ctx.genomes, ctx.parent_keys = [c.genome for c in parents], [c.plan_key for c in parents]
-        ctx.plans = [PruningPlan.from_list(c.plan) for c in parents]
-        mutated = deps.roles["mutator"](ctx) if parents else Proposal()
-        mutants = proposal_candidates(ctx, mutated)
+        mutate_ctx = _context(deps, state, "mutator", len(parents))
+        mutate_ctx.genomes, mutate_ctx.parent_keys = [c.genome for c in parents], [c.plan_key for c in parents]
+        mutate_ctx.plans = [PruningPlan.from_list(c.plan) for c in parents]
+
+        def cross() -> tuple[Proposal, list[Candidate]]:
+            crossed = deps.roles["crosser"](cross_ctx) if cross_ctx.pairs else Proposal()
+            return crossed, proposal_candidates(cross_ctx, crossed)
+
+        def mutate(children: list[Candidate]) -> tuple[Proposal, list[Candidate]]:
+            mutate_ctx.known_keys |= {c.plan_key for c in children}
+            mutated = deps.roles["mutator"](mutate_ctx) if parents else Proposal()
+            return mutated, proposal_candidates(mutate_ctx, mutated)
+
+        if deps.parallel_llm and cross_ctx.pairs and parents:
+            # the two LLM calls at once (a server with several slots, or a remote endpoint); the mutator
+            # then does not see the crossover's children (a duplicate is merged at the screen)
+            with ThreadPoolExecutor(2) as pool:
+                crossing, mutating = pool.submit(cross), pool.submit(mutate, [])
+                (crossed, children), (mutated, mutants) = crossing.result(), mutating.result()
+        else:
+            crossed, children = cross()
+            mutated, mutants = mutate(children)
+        _record(deps, crossed, children)
         _record(deps, mutated, mutants)
         return {"offspring": [c.to_dict() for c in children + mutants]}
 
