@@ -39,6 +39,9 @@ class AgentError(ValueError):
 
 
 _lock = threading.Lock()  # the call counter, when calls run concurrently
+# --agent-slots 0 (auto): measured on 2 CPU cores, the crosser's and mutator's calls took 9.5 s at once on
+# a 2-slot local server vs 5.6 s one after the other; a remote endpoint has its own capacity
+LOCAL_SLOTS, REMOTE_SLOTS = 1, 4
 
 
 @dataclass
@@ -163,7 +166,7 @@ def _probe(base_url: str, api_key: str, timeout: float = 5.0) -> None:
 
 def make_backend(spec: str, agent_model: str | None = None, temperature: float = 1.0, max_tokens: int = 1024,
                  timeout: float = 180.0, seed: int = 0, threads: int | None = None,
-                 context: int | None = None, slots: int = 2) -> ChatBackend | None:
+                 context: int | None = None, slots: int = 0) -> ChatBackend | None:
     """`max_tokens`: the answer limit every call gets at least (calls with longer answers ask for
     more); `context`: the local server's n_ctx (None: the model's training context, 4096..8192)."""
     # transport errors (429, 5xx, connection, timeout) are retried by the client with backoff; a malformed
@@ -171,6 +174,8 @@ def make_backend(spec: str, agent_model: str | None = None, temperature: float =
     common = dict(temperature=temperature, max_tokens=max_tokens, timeout=timeout, max_retries=TRANSPORT_RETRIES)
     if spec == "classic":
         return None
+    if slots <= 0:  # auto: the local server on this machine's cores serves one call faster than two at once
+        slots = LOCAL_SLOTS if spec == "local" else REMOTE_SLOTS  # (BENCHMARKS.md, agent calls)
     if spec == "local":
         from pruning.loading import embedded_gguf_path
 

@@ -84,8 +84,9 @@ class RunConfig:
                               "probe, except the embedded 135M model)", default="auto", choices=["auto", "on", "off"])
     tool_budget: int = option("agent", "tool calls per LLM role call when --agent-tools is on", default=4, type=int)
     agent_slots: int = option("agent", "LLM calls at once: the local server's parallel slots, or concurrent requests to "
-                              "a remote endpoint; with 2 or more the crosser and the mutator ask at the same time",
-                              default=2, type=int)
+                              "a remote endpoint; from 2 the crosser and the mutator ask at the same time (0 = auto: 1 "
+                              "for the local server, measured slower with 2 on 2 CPU cores; 4 for a remote endpoint)",
+                              default=0, type=int)
     # --- the search's prompts and roles
     prompts: str | None = option("search", "prompt set: a folder, or a set name under prompts/ (moves: the LLM picks "
                                  "numbered exact moves; default: it writes whole genomes)", default="moves")

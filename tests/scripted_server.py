@@ -3,7 +3,8 @@ remote endpoint): /v1/models, and /v1/chat/completions answering from a script.
 
     python -m tests.scripted_server SCRIPT.json PORT_FILE LOG_FILE
 
-SCRIPT: {"fail": [429, 503, ...], "tool_turns": [[{"name": ..., "arguments": "<JSON text>"}, ...], ...]}
+SCRIPT: {"fail": [429, 503, ...], "tool_turns": [[{"name": ..., "arguments": "<JSON text>"}, ...], ...],
+"delay": SECONDS}
 -- the first requests get the `fail` statuses (429 with `retry-after-ms: 10`); a request that offers
 tools gets the next turn of `tool_turns` as tool calls (the arguments sent as written: they may be
 malformed), or a plain answer when the turns are used up; every other request a valid answer made
@@ -41,6 +42,7 @@ def main() -> None:
     port_file, log_file = Path(sys.argv[2]), Path(sys.argv[3])
     failures = list(script.get("fail", []))
     turns = list(script.get("tool_turns", []))
+    delay = float(script.get("delay", 0.0))  # seconds before each answer (a slow model)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -67,6 +69,7 @@ def main() -> None:
                 turn = turns.pop(0) if status == 200 and request.get("tools") and turns else None
                 with log_file.open("a") as log:
                     log.write(f"{status}{' tools' if request.get('tools') else ''}\n")
+            time.sleep(delay)
             if status != 200:
                 headers = {"retry-after-ms": "10"} if status == 429 else {}
                 self._send(status, {"error": {"message": f"scripted {status}", "type": "scripted"}}, headers)

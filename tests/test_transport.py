@@ -21,9 +21,9 @@ def scripted(tmp_path):
     """start(fail=[...], tool_turns=[...]) -> (base URL, log path) of a scripted server; stopped after the test."""
     processes = []
 
-    def start(fail: list[int], tool_turns: list | None = None):
+    def start(fail: list[int], tool_turns: list | None = None, delay: float = 0.0):
         script, port, log = tmp_path / "script.json", tmp_path / "port", tmp_path / "requests.log"
-        script.write_text(json.dumps({"fail": fail, "tool_turns": tool_turns or []}))
+        script.write_text(json.dumps({"fail": fail, "tool_turns": tool_turns or [], "delay": delay}))
         processes.append(subprocess.Popen([sys.executable, "-m", "tests.scripted_server", str(script), str(port),
                                            str(log)], cwd=REPO))
         deadline = time.monotonic() + 30
@@ -98,3 +98,23 @@ def test_the_mutator_calls_tools_before_answering(tmp_path, scripted):
     out = io.StringIO()
     replay(Console(file=out, width=200), deps.store, speed=0)
     assert "tool calls" in out.getvalue() and "screen_children" in out.getvalue()
+
+
+def test_crosser_and_mutator_ask_at_once(tmp_path, scripted):
+    """With a backend that serves two requests at once, a generation's crosser and mutator calls overlap
+    in time; each call's seed comes from its name, so it does not depend on what runs beside it."""
+    from agents.chat import ChatBackend
+    from graphs.runner import run_search
+    from tests.search_fixtures import tiny_search_deps
+
+    url, _ = scripted([], delay=0.5)
+    backend = make_backend(url + "#scripted", max_tokens=256, timeout=30, slots=2)
+    deps = tiny_search_deps(tmp_path / "run", make_roles(backend, PromptSet.load("moves")), generations=1)
+    deps.parallel_llm = True
+    run_search(deps, "test", tmp_path / "run" / "checkpoint.db")
+    spans = {c["role"]: (c["created"] - c["latency_s"], c["created"]) for c in deps.store.calls()
+             if c["generation"] == 1 and c["role"] in ("crosser", "mutator")}
+    assert spans["mutator"][0] < spans["crosser"][1] and spans["crosser"][0] < spans["mutator"][1]  # they overlap
+    one, two = ChatBackend(name="a", chat=None, seed=7), ChatBackend(name="b", chat=None, seed=7)
+    two._seed("selector:g1:a1")  # another call first: the counter moves, the named seed does not
+    assert one._seed("mutator:g1:a1") == two._seed("mutator:g1:a1") != one._seed("mutator:g1:a2")
