@@ -92,7 +92,7 @@ class Recorder(ChatBackend):
         super().__init__(name="recorder", chat=None, grammar=grammar, max_tokens=USER_MAX_TOKENS, context=context)
         self.asked: list[dict] = []
 
-    def ask(self, prompt, schema=None, grammar=None, max_tokens=None):
+    def ask(self, prompt, schema=None, grammar=None, max_tokens=None, call=None):
         items = next(iter(schema["properties"].values()))
         count, key = items["minItems"], next(iter(schema["properties"]))
         if key == "genomes":
@@ -186,7 +186,7 @@ def test_the_answer_limit_is_bound_only_when_raised():
 
 def test_a_cut_off_answer_says_so():
     class Cut(ChatBackend):
-        def ask(self, prompt, schema=None, grammar=None, max_tokens=None):
+        def ask(self, prompt, schema=None, grammar=None, max_tokens=None, call=None):
             return ChatAnswer('{"genomes":[[20,2', 0.0, 10, max_tokens, finish_reason="length")
 
     s = Space(80, "layer")
