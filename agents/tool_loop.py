@@ -121,7 +121,7 @@ def decide_tools(setting: str, backend) -> tuple[bool, str]:
     if setting == "on":
         return True, "--agent-tools on"
     if backend.server is not None and backend.name.startswith("local:") and "smollm2" in backend.name.lower():
-        return False, ("the embedded SmolLM2-135M: its tool calls are rarely usable (BENCHMARKS.md, agent tools); "
+        return False, ("the embedded SmolLM2-135M made no tool call in 3 tool turns (BENCHMARKS.md, agent calls); "
                        "--agent-tools on to try")
     ok, detail = probe_tools(backend)
     return ok, detail

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
 psutil = pytest.importorskip("psutil")
 
 from agents.roles import classic_roles  # noqa: E402
