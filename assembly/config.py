@@ -126,6 +126,9 @@ class RunConfig:
                                            "share one); default 1 when the model computes on a GPU, else 0",
                                            run=False, measured=False, default=None, type=float)
     cpus_per_worker: int = option("workers", "CPU threads per worker", run=False, measured=False, default=1, type=int)
+    eval_timeout: float = option("workers", "seconds one evaluation on a Ray worker may take before the worker is killed "
+                                 "as hung and the plan re-queued (0: no limit)", run=False, measured=False, default=0.0,
+                                 type=float)
     # --- finalize
     zero_shot: str = option("finalize", "lm-eval on the seven tasks in finalize (auto: when --data-dir holds them)",
                             measured=False, default="auto", choices=["auto", "on", "off"])

@@ -70,6 +70,7 @@ class _Pending:
     job: Job
     dispatch: int | None
     started: float
+    killed: bool = False  # over --eval-timeout: its worker was killed
 
 
 class RayEvaluatorPool:
@@ -80,7 +81,9 @@ class RayEvaluatorPool:
 
     def __init__(self, build: Callable, workers: int | None, *, address: str | None = None, gpus_per_worker: float = 0.0,
                  cpus_per_worker: int = 1, store=None, max_attempts: int = 3, replacements: int | None = None,
-                 start_timeout: float = 1800.0, log: Callable[[str], None] = print):
+                 start_timeout: float = 1800.0, eval_timeout: float = 0.0, log: Callable[[str], None] = print):
+        """eval_timeout: seconds one evaluation may take before its worker is killed as hung (0: no limit);
+        the plan is then re-queued like a dead worker's."""
         if workers is not None and workers < 1:
             raise ValueError(f"--workers must be at least 1, not {workers}")
         if gpus_per_worker < 0 or cpus_per_worker < 1:
@@ -90,7 +93,7 @@ class RayEvaluatorPool:
         self.gpus, self.cpus = gpus_per_worker, cpus_per_worker
         self.store, self.max_attempts, self.log = store, max_attempts, log
         self.replacements = replacements  # None: as many as there are workers
-        self.start_timeout = start_timeout
+        self.start_timeout, self.eval_timeout = start_timeout, eval_timeout
         self.actors: dict[str, object] = {}
         self.info: dict[str, dict] = {}
         self.started_cluster = False
@@ -210,6 +213,7 @@ class RayEvaluatorPool:
                                        f"stage were not scored (recorded: worker_events in run.db). What was scored "
                                        f"is kept: resume the run")
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+            self._kill_hung(pending)  # their calls fail at the next wait: handled as deaths below
             for ref in ready:
                 p = pending.pop(ref)
                 try:
@@ -236,6 +240,17 @@ class RayEvaluatorPool:
                 on_result(p.job, Outcome(value, seconds, p.worker))
 
     # -- bookkeeping ---------------------------------------------------------------------------
+    def _kill_hung(self, pending: dict) -> None:
+        if not self.eval_timeout:
+            return
+        now = time.perf_counter()
+        for p in pending.values():
+            if not p.killed and now - p.started > self.eval_timeout and p.worker in self.actors:
+                p.killed = True
+                self._event(p.worker, "timed-out", f"plan {p.job.key}: over {self.eval_timeout:g} s")
+                self.log(f"Ray worker {p.worker}: plan {p.job.key} over {self.eval_timeout:g} s, worker killed")
+                self.ray.kill(self.actors[p.worker], no_restart=True)
+
     def _lost(self, name: str, err) -> str | None:
         """A dead worker: recorded, dropped, replaced while the allowance lasts (not after a failed start)."""
         self.actors.pop(name, None)

@@ -43,7 +43,8 @@ def start_fitness_workers(config, context, budget, pool_windows, fitness, store,
     # a joined cluster without --workers: one worker per GPU (group) it offers
     workers = None if config.ray_address is not None and config.workers <= 1 else config.workers
     pool = RayEvaluatorPool(spec, workers, address=config.ray_address, gpus_per_worker=gpus,
-                            cpus_per_worker=config.cpus_per_worker, store=store, log=log)
+                            cpus_per_worker=config.cpus_per_worker, store=store, eval_timeout=config.eval_timeout,
+                            log=log)
     pool.start()
     try:
         check_agreement(pool, context, budget, fitness, parse_stages(config.fidelity), store, log)

@@ -55,6 +55,7 @@ class TinyEvaluator:
     seed: int = 0
     delay: float = 0.0
     poison: str | None = None
+    stall: str | None = None  # the key of a plan whose evaluation hangs (a minute)
     judge: bool = False  # also the judge's evaluator (`tiny_judge`)
 
     def __call__(self):
@@ -64,6 +65,8 @@ class TinyEvaluator:
         def slow_or_deadly(plan, *args):
             if plan.key() == self.poison:
                 os._exit(1)
+            if plan.key() == self.stall:
+                time.sleep(60)
             time.sleep(self.delay)
             return compute(plan, *args)
 

@@ -136,6 +136,21 @@ def test_a_plan_that_kills_its_workers_is_given_up(tmp_path, no_ray_left):
     assert [e["event"] for e in store.worker_events()].count("died") == 2  # two attempts, then given up
 
 
+def test_a_hung_evaluation_is_killed_and_given_up(tmp_path, no_ray_left):
+    store = RunStore(tmp_path / "run.db")
+    fitness = tiny_fitness(store=store)
+    stall = PLANS[1].key()
+    started = time.monotonic()
+    with RayEvaluatorPool(TinyEvaluator(stall=stall), 2, store=store, max_attempts=2, eval_timeout=2.0,
+                          log=quiet) as pool:
+        fitness.executor = pool
+        results = fitness.score_many(PLANS, 0, 0, STAGE)
+    assert time.monotonic() - started < 50  # not the minute the stalled plan would take, twice
+    assert results[1].value == float("inf") and all(r.value < float("inf") for i, r in enumerate(results) if i != 1)
+    events = [e["event"] for e in store.worker_events()]
+    assert events.count("timed-out") == 2 and events.count("died") == 2
+
+
 def test_workers_without_ray_installed_is_one_line(cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     result = cli("--workers", "2", "--agent", "classic", "--rate", "0.2")
