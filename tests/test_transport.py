@@ -118,3 +118,18 @@ def test_crosser_and_mutator_ask_at_once(tmp_path, scripted):
     one, two = ChatBackend(name="a", chat=None, seed=7), ChatBackend(name="b", chat=None, seed=7)
     two._seed("selector:g1:a1")  # another call first: the counter moves, the named seed does not
     assert one._seed("mutator:g1:a1") == two._seed("mutator:g1:a1") != one._seed("mutator:g1:a2")
+
+
+def test_agent_tools_auto_asks_the_backend(scripted):
+    """`--agent-tools auto`: on when a one-request probe comes back with a tool call, off when it does
+    not; `on` / `off` are taken as said; no backend, no tools."""
+    from agents.tool_loop import decide_tools
+
+    url, _ = scripted([], [[{"name": "ping", "arguments": json.dumps({"text": "ok"})}]])
+    backend = make_backend(url + "#scripted", max_tokens=64, timeout=30)
+    on, why = decide_tools("auto", backend)
+    assert on and "probe with a tool call" in why
+    on, why = decide_tools("auto", backend)  # the script's only tool turn is spent: a plain answer now
+    assert not on and "without a tool call" in why
+    assert decide_tools("off", backend) == (False, "--agent-tools off")
+    assert decide_tools("on", backend)[0] and not decide_tools("auto", None)[0]
