@@ -13,7 +13,7 @@ import logging
 import threading
 
 TRANSPORT_RETRIES = 4  # per request: with the backoff, about 8 s of waiting before a call gives up
-_LOGGERS = ("openai._base_client", "openai")
+LOGGER = "openai._base_client"  # where the client writes "Retrying request in ..."
 
 
 class RetryCounter(logging.Handler):
@@ -46,7 +46,7 @@ def retry_counter() -> RetryCounter:
     with _lock:
         if _counter is None:
             _counter = RetryCounter()
-            logger = logging.getLogger(_LOGGERS[0])
+            logger = logging.getLogger(LOGGER)
             logger.addHandler(_counter)
             if logger.getEffectiveLevel() > logging.INFO:
                 logger.setLevel(logging.INFO)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from distributed.worker import FitnessWorker
-from evaluation.fidelity import Job, Outcome
+from evaluation.jobs import Job, Outcome
 
 ROOT = Path(__file__).resolve().parent.parent  # where our packages are: on the workers' import path
 POLL_SECONDS = 1.0  # ray.wait's timeout: the loop stays responsive to Ctrl-C (never a blocking wait)
@@ -55,13 +55,17 @@ def import_ray():
 
 def check_worker_options(config) -> None:
     """--workers / --ray-address / --gpus-per-worker / --cpus-per-worker, before anything is loaded."""
-    if config.workers < 1:
-        raise ValueError(f"--workers must be at least 1, not {config.workers}")
-    if config.gpus_per_worker is not None and config.gpus_per_worker < 0:
-        raise ValueError(f"--gpus-per-worker must be >= 0, not {config.gpus_per_worker}")
-    if config.cpus_per_worker < 1:
-        raise ValueError(f"--cpus-per-worker must be at least 1, not {config.cpus_per_worker}")
+    check_counts(config.workers, config.gpus_per_worker or 0.0, config.cpus_per_worker)
     import_ray()
+
+
+def check_counts(workers: int | None, gpus_per_worker: float, cpus_per_worker: int) -> None:
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
+    if gpus_per_worker < 0:
+        raise ValueError(f"--gpus-per-worker must be >= 0, not {gpus_per_worker}")
+    if cpus_per_worker < 1:
+        raise ValueError(f"--cpus-per-worker must be at least 1, not {cpus_per_worker}")
 
 
 @dataclass
@@ -84,10 +88,7 @@ class RayEvaluatorPool:
                  start_timeout: float = 1800.0, eval_timeout: float = 0.0, log: Callable[[str], None] = print):
         """eval_timeout: seconds one evaluation may take before its worker is killed as hung (0: no limit);
         the plan is then re-queued like a dead worker's."""
-        if workers is not None and workers < 1:
-            raise ValueError(f"--workers must be at least 1, not {workers}")
-        if gpus_per_worker < 0 or cpus_per_worker < 1:
-            raise ValueError("--gpus-per-worker must be >= 0 and --cpus-per-worker >= 1")
+        check_counts(workers, gpus_per_worker, cpus_per_worker)
         self.ray = import_ray()
         self.build, self.size, self.address = build, workers, address
         self.gpus, self.cpus = gpus_per_worker, cpus_per_worker
@@ -123,9 +124,6 @@ class RayEvaluatorPool:
             self._check_room()
             names = [self._spawn() for _ in range(self.size)]
             self._wait_ready(names)
-            requeued = self.store.requeue_running() if self.store is not None else 0
-            if requeued:  # a killed coordinator's in-flight plans: unscored, so the search hands them out again
-                self.log(f"{requeued} evaluations were in flight when the last session stopped: handed out again")
         except BaseException:
             self.close()
             raise

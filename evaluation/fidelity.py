@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from evaluation.jobs import Job, Outcome, evaluate_plans
 from pruning.adapter import DecoderAdapter
 from pruning.context import PruningContext
 from pruning.data import TokenWindows
@@ -81,33 +82,6 @@ class Scored:
     cached: bool
 
 
-@dataclass
-class Job:
-    """One evaluation a search asks for: a plan (its rows) on one (generation, stage) sample, or on the
-    judge's fixed windows."""
-
-    index: int
-    key: str
-    kind: str
-    plan: list
-    generation: int
-    stage_index: int
-    stage: Stage | None
-    attempt: int = 0
-    evaluator: str = "stages"  # which of a worker's evaluators: the stages' samples, or the judge's fixed windows
-
-
-@dataclass
-class Outcome:
-    """What came back for a job: its score, the seconds it took, who made it (None: this process),
-    and why there is no real score (a plan that kept killing its workers: recorded as the worst)."""
-
-    value: float
-    seconds: float
-    worker: str | None = None
-    failed: str | None = None
-
-
 class SampledFitness:
     """Scores plans on drawn samples of `pool` (validation windows of the pool's length)."""
 
@@ -152,35 +126,15 @@ class SampledFitness:
         """These plans' scores on one (generation, stage) sample, in their order. Known ones come from
         memory or the run database; the others are computed here, one after another, or with an
         `executor` (distributed/ray_pool.py) on its workers, recorded as each arrives.
-        on_scored(index, scored): called as each score is known."""
+        on_scored(done, scored): called as each score is known."""
         kind = self.sample_kind(generation, stage_index, stage)
-        results: list[Scored | None] = [None] * len(plans)
-        jobs: dict[str, Job] = {}
-        for index, plan in enumerate(plans):
-            value = self._known(plan.key(), kind)
-            if value is not None:
-                results[index] = Scored(value, 0.0, True)
-                if on_scored:
-                    on_scored(index, results[index])
-            elif plan.key() not in jobs:
-                jobs[plan.key()] = Job(index, plan.key(), kind, plan.to_list(), generation, stage_index, stage)
         tokens = min(stage.windows, len(self.pool)) * stage.seqlen
-
-        def arrived(job: Job, outcome: Outcome) -> None:
-            self._record(job.key, kind, outcome, tokens)
-            for index, plan in enumerate(plans):
-                if results[index] is None and plan.key() == job.key:
-                    results[index] = Scored(outcome.value, outcome.seconds, False)
-                    if on_scored:
-                        on_scored(index, results[index])
-
-        if self.executor is None:
-            for job in jobs.values():
-                value, seconds = self.compute(PruningPlan.from_list(job.plan), generation, stage_index, stage)
-                arrived(job, Outcome(value, seconds))
-        else:
-            self.executor.run(list(jobs.values()), arrived)
-        return results
+        return evaluate_plans(
+            plans, known=lambda key: self._known(key, kind),
+            job=lambda index, plan: Job(index, plan.key(), kind, plan.to_list(), generation, stage_index, stage),
+            compute=lambda job: self.compute(PruningPlan.from_list(job.plan), generation, stage_index, stage),
+            record=lambda job, outcome: self._record(job.key, kind, outcome, tokens), result=Scored,
+            executor=self.executor, on_scored=on_scored)
 
     def _known(self, key: str, kind: str) -> float | None:
         if (key, kind) in self.memory:

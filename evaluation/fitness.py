@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from evaluation.jobs import Job, Outcome, evaluate_plans
 from pruning.adapter import DecoderAdapter
 from pruning.context import PruningContext
 from pruning.data import TokenWindows
@@ -57,7 +58,9 @@ class FitnessEvaluator:
         return f"fitness:{self.kind}:{len(self.windows)}x{self.windows.seqlen}"
 
     def cached(self, plan: PruningPlan) -> float | None:
-        key = plan.key()
+        return self._cached_key(plan.key())
+
+    def _cached_key(self, key: str) -> float | None:
         if key in self.memory:
             return self.memory[key]
         if self.store is not None:
@@ -73,40 +76,23 @@ class FitnessEvaluator:
     def evaluate_many(self, plans: list[PruningPlan],
                       on_scored: Callable[[int, FitnessResult], None] | None = None) -> list[FitnessResult]:
         """These plans' fitness, in their order: known ones from the cache, the others computed here or,
-        with an `executor` (distributed/ray_pool.py), on its workers. on_scored(index, result) as each is known."""
-        from evaluation.fidelity import Job, Outcome
-
-        results: list[FitnessResult | None] = [None] * len(plans)
-        jobs: dict[str, Job] = {}
-        for index, plan in enumerate(plans):
-            hit = self.cached(plan)
-            if hit is not None:
-                results[index] = FitnessResult(hit, 0.0, True)
-                if on_scored:
-                    on_scored(index, results[index])
-            elif plan.key() not in jobs:
-                jobs[plan.key()] = Job(index, plan.key(), self.cache_kind, plan.to_list(), 0, 0, None, evaluator="judge")
-
-        def arrived(job: Job, outcome: Outcome) -> None:
-            self.memory[job.key] = outcome.value
-            self.evaluations += 1
-            if self.store is not None:
-                metrics = {"kind": self.kind} | ({"failed": outcome.failed} if outcome.failed else {})
-                self.store.record_evaluation(job.key, self.cache_kind, outcome.value, metrics, outcome.seconds,
-                                             worker=outcome.worker)
-            for index, plan in enumerate(plans):
-                if results[index] is None and plan.key() == job.key:
-                    results[index] = FitnessResult(outcome.value, outcome.seconds, False)
-                    if on_scored:
-                        on_scored(index, results[index])
-
-        if self.executor is None or not jobs:
-            for job in jobs.values():
-                arrived(job, Outcome(*self.compute(PruningPlan.from_list(job.plan))))
-        else:
+        with an `executor` (distributed/ray_pool.py), on its workers. on_scored(done, result) as each is known."""
+        if self.executor is not None:
             self.ensure_reference()  # this process states finished models' fitness later (finalize)
-            self.executor.run(list(jobs.values()), arrived)
-        return results
+        return evaluate_plans(
+            plans, known=self._cached_key,
+            job=lambda index, plan: Job(index, plan.key(), self.cache_kind, plan.to_list(), 0, 0, None,
+                                        evaluator="judge"),
+            compute=lambda job: self.compute(PruningPlan.from_list(job.plan)), record=self._record,
+            result=FitnessResult, executor=self.executor, on_scored=on_scored)
+
+    def _record(self, job: Job, outcome: Outcome) -> None:
+        self.memory[job.key] = outcome.value
+        self.evaluations += 1
+        if self.store is not None:
+            metrics = {"kind": self.kind} | ({"failed": outcome.failed} if outcome.failed else {})
+            self.store.record_evaluation(job.key, self.cache_kind, outcome.value, metrics, outcome.seconds,
+                                         worker=outcome.worker)
 
     def compute(self, plan: PruningPlan) -> tuple[float, float]:
         """One plan's fitness, uncached: (value, seconds). What a worker runs."""
@@ -127,15 +113,7 @@ class FitnessEvaluator:
             return self.mode == "sliced"
         space = self.context.space
         removed = 1.0 - space.block_params(plan) / space.shape.block_params()
-        if removed < SLICE_ABOVE:
-            return False
-        model = self.context.model
-        if is_dispatched(model):
-            return False  # spread over devices or offloaded: a copy would not fit where the model does
-        device = input_device(model)
-        needed = space.total_params(plan) * next(model.parameters()).element_size()
-        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_ram()
-        return free > 1.2 * needed
+        return removed >= SLICE_ABOVE and pruned_copy_fits(self.context, plan)
 
     def ensure_reference(self) -> None:
         """KL needs the dense model's log-probs: make them while the dense model still exists."""
@@ -195,3 +173,16 @@ class FitnessEvaluator:
                 count += pruned.shape[0]
                 i += 1
         return total / count
+
+
+def pruned_copy_fits(context: PruningContext, plan: PruningPlan) -> bool:
+    """A physically pruned copy of the model fits beside the dense one, where the model computes (never
+    for a model spread over devices or offloaded: the copy would not fit where it does)."""
+    model = context.model
+    if is_dispatched(model):
+        return False
+    device = input_device(model)
+    needed = context.space.total_params(plan) * next(model.parameters()).element_size()
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_ram()
+    return free > 1.2 * needed
+

@@ -175,11 +175,7 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         for index, stage in enumerate(s.stages):
             if index + 1 == len(s.stages):
                 alive += [c for c in merged.values() if c.plan_key in elite]
-            done = 0
-
-            def scored(k: int, result, alive=alive, stage=stage) -> None:
-                nonlocal done
-                done += 1
+            def scored(done: int, result, alive=alive, stage=stage) -> None:
                 if deps.on_event:
                     deps.on_event("evaluated", {"done": done, "total": len(alive), "fitness": result.value,
                                                 "cached": result.cached, "seconds": result.seconds,
@@ -228,11 +224,7 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         pool: dict[str, Candidate] = {}
         for cand in population + [Candidate.from_dict(c) for c in state.get("archive", [])]:
             pool.setdefault(cand.plan_key, cand)
-        done = 0
-
-        def scored(_k: int, result) -> None:
-            nonlocal done
-            done += 1
+        def scored(done: int, result) -> None:
             if deps.on_event:
                 deps.on_event("evaluated", {"done": done, "total": len(pool), "fitness": result.value,
                                             "cached": result.cached, "seconds": result.seconds, "stage": "champion"})

@@ -23,6 +23,8 @@ def main() -> None:
         return masked(plan, exact)
 
     deps.fitness.context.masked = slow_masked
+    if mode == "resume":  # as the search command does: a killed session's in-flight plans are handed out again
+        deps.store.requeue_running()
     pool = None
     if workers > 1:  # the evaluations on a local Ray cluster, each as slow
         from distributed.ray_pool import RayEvaluatorPool

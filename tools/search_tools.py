@@ -10,7 +10,8 @@ recorded like any evaluation and the generation's screen reuses its score (same 
 
 Costs on SmolLM2-135M, 2 CPU cores: `apply_moves`, `layer_sensitivity`, `population`: under a
 millisecond; `screen_children`: one cheapest-stage scoring per child (~0.3 s at 1 x 128 tokens,
-cached); `measure_latency`: a sliced copy of the model and a timed prefill (~1 s, cached per plan).
+cached); `measure_latency`: a sliced copy of the model and a timed prefill (~1 s, cached per plan; refused
+where the copy would not fit beside the dense model, e.g. at 70B: `evaluation.fitness.pruned_copy_fits`).
 """
 from __future__ import annotations
 
@@ -72,13 +73,13 @@ class SearchTools:
         def screen_children(children: list[ChildMoves]) -> dict:
             if not 1 <= len(children) <= MAX_SCREENED:
                 raise ValueError(f"screen 1 to {MAX_SCREENED} children per call, not {len(children)}")
+            children = [c if isinstance(c, ChildMoves) else ChildMoves(**c) for c in children]
             plans, notes = [], []
             for item in children:
-                item = item if isinstance(item, ChildMoves) else ChildMoves(**item)
                 plan, n = child_plan(item.child, item.moves)
                 plans.append(plan)
                 notes += n
-            parents = sorted({item.child if isinstance(item, ChildMoves) else item["child"] for item in children})
+            parents = sorted({item.child for item in children})
             scored = self.fitness.score_many(plans + [ctx.plans[p] for p in parents], ctx.generation, 0, self.stage)
             return {"fitness": [round(s.value, 5) for s in scored[: len(plans)]],
                     "parents_fitness": {p: round(s.value, 5) for p, s in zip(parents, scored[len(plans):])},
@@ -105,9 +106,8 @@ class SearchTools:
                                  "rates": [round(r, 3) for r in c.rates]} for i, c in enumerate(ctx.population)],
                     "generation": ctx.generation}
 
-        schema = {"apply_moves": ChildMoves, "measure_latency": ChildMoves}
         return [
-            StructuredTool.from_function(apply_moves, name="apply_moves", args_schema=schema["apply_moves"],
+            StructuredTool.from_function(apply_moves, name="apply_moves", args_schema=ChildMoves,
                                          description="Apply move numbers to one parent; returns the child's parameter "
                                                      "count and per-layer rates (structured pruning, no scoring)."),
             StructuredTool.from_function(screen_children, name="screen_children", args_schema=ScreenInput,
@@ -115,7 +115,7 @@ class SearchTools:
                                                      "on a small sample; lower fitness is better. Costs evaluations."),
             StructuredTool.from_function(layer_sensitivity, name="layer_sensitivity", args_schema=NoInput,
                                          description="Per-layer importance of attention and MLP (mean 1)."),
-            StructuredTool.from_function(measure_latency, name="measure_latency", args_schema=schema["measure_latency"],
+            StructuredTool.from_function(measure_latency, name="measure_latency", args_schema=ChildMoves,
                                          description="Measured prefill latency of a child against the dense model, "
                                                      "beside the ideal speed-up (parameter ratio)."),
             StructuredTool.from_function(population, name="population", args_schema=NoInput,
@@ -124,8 +124,13 @@ class SearchTools:
 
     # -- timing --------------------------------------------------------------------------------
     def _time(self, plan: PruningPlan) -> float:
+        from evaluation.fitness import pruned_copy_fits
+
         key = plan.key()
         if key not in self._latency:
+            if not pruned_copy_fits(self.fitness.context, plan):  # at 70B a second copy would run out of memory
+                raise ValueError("a pruned copy of the model does not fit beside the dense one here: "
+                                 "latency cannot be measured; use ideal_speedup")
             model = self.fitness.context.prune(plan)
             self._latency[key] = _prefill_seconds(model)
             del model
