@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from pruning.genome import Genome
+from pruning.genome import Genome, PruningPlan
 from pruning.repair import repair
 
 from agents import classic, limits
@@ -68,14 +68,17 @@ class LLMRoles:
             moves = mv.enumerate_moves(ctx, MOVES_LISTED)
             base = classic.uniform_rates(ctx)
             fields |= {"moves": mv.moves_text(ctx, moves), "answer_format": self._choice_format("initializer", ctx.count)}
+            uniform = self._on_budget(ctx, base)[0]
             return self._choice_role("initializer", ctx, fields, fallback, parents, len(moves),
-                                     lambda k, chosen: mv.apply_moves(ctx, base, moves, chosen))
+                                     lambda k, chosen: mv.apply_moves(ctx, base, moves, chosen),
+                                     compared=lambda k: [uniform], what="move numbers")
         fields["answer_format"] = self._format(ctx)
         return self._genome_role("initializer", ctx, fields, fallback, parents)
 
     def select(self, ctx: RoleContext, fallback: Role) -> Proposal:
         need = self._answer_tokens(pairs_answer_chars(ctx.count))
         prompt, shown = self._render("selector", common_fields(ctx), need, history=ctx, minimum=2)
+        prompt, looked, tool_calls = self._look("selector", ctx, prompt, None)
 
         def decode(text: str):
             pairs, notes = parse_pairs(text, ctx.count, shown)
@@ -83,9 +86,10 @@ class LLMRoles:
 
         parsed, calls = self._ask("selector", ctx, prompt, pairs_schema(ctx.count), pairs_grammar(ctx.count, shown),
                                   decode, need)
+        calls = looked + calls
         if parsed is None:
             result = fallback(ctx)
-            result.calls = calls + [self._fallback("selector", ctx)]
+            result.calls, result.tool_calls = calls + [self._fallback("selector", ctx)], tool_calls
             return result
         pairs, notes, _ = parsed
         if len(pairs) < ctx.count:  # top up from the fallback (tournament selection)
@@ -93,7 +97,7 @@ class LLMRoles:
             pairs += extra.pairs
         calls[-1].notes = [*calls[-1].notes, *notes]  # after any transport note
         calls[-1].outcome = self._final_outcome(calls, bool(notes))
-        return Proposal(pairs=pairs, calls=calls)
+        return Proposal(pairs=pairs, calls=calls, tool_calls=tool_calls)
 
     def crossover(self, ctx: RoleContext, fallback: Role) -> Proposal:
         pairs = ctx.pairs
@@ -110,7 +114,11 @@ class LLMRoles:
             def child(k, chosen):
                 a, b = pairs[k]
                 return mv.cross(ctx.population[a].rates, ctx.population[b].rates, options[chosen[0]][1])
-            return self._choice_role("crosser", sub, fields, fallback, keys, len(options), child, history=ctx)
+
+            def compared(k):
+                return [PruningPlan.from_list(ctx.population[i].plan) for i in pairs[k]]
+            return self._choice_role("crosser", sub, fields, fallback, keys, len(options), child, history=ctx,
+                                     compared=compared, what="option number")
         fields["answer_format"] = self._format(ctx, len(pairs))
         return self._genome_role("crosser", sub, fields, fallback, keys, history=ctx)
 
@@ -124,9 +132,11 @@ class LLMRoles:
         if self.prompts.answer == "moves":
             moves = mv.enumerate_moves(sub, MOVES_LISTED)
             fields |= {"moves": mv.moves_text(sub, moves), "answer_format": self._choice_format("mutator", len(genomes))}
+            plans = ctx.plans  # the parents' plans (the graph's vary node sets them)
             return self._choice_role("mutator", sub, fields, fallback, parents, len(moves),
                                      lambda k, chosen: mv.apply_moves(sub, list(genomes[k].rates), moves, chosen),
-                                     history=ctx)
+                                     history=ctx, compared=lambda k: list(plans[k:k + 1]),
+                                     what="move numbers")
         fields["answer_format"] = self._format(ctx, len(genomes))
         return self._genome_role("mutator", sub, fields, fallback, parents, history=ctx)
 
@@ -173,14 +183,8 @@ class LLMRoles:
 
         need = self._answer_tokens(choices_answer_chars(sub.count, len(moves), per))
         prompt, _ = self._render("mutator", fields, need, history=ctx)
-        looked, tool_calls = [], []
-        if self.tool_budget > 0 and ctx.tools is not None:  # look before leaping: tools, then the answer
-            from agents.tool_loop import tool_phase
-
-            found, looked, tool_calls = tool_phase(self.backend, ctx.tools.for_mutator(ctx, moves), prompt,
-                                                   self.tool_budget, "mutator", ctx.generation, self.prompts.name)
-            if found:
-                prompt = f"{prompt}\n\nWhat your tool calls returned:\n{found}\n\nNow give your final answer."
+        prompt, looked, tool_calls = self._look("mutator", ctx, prompt,
+                                                lambda tools: tools.for_mutator(ctx, moves))
         parsed, calls = self._ask("mutator", sub, prompt, choices_schema(sub.count, len(moves), per),
                                   choices_grammar(sub.count, len(moves), per), decode, need)
         calls = looked + calls
@@ -228,9 +232,17 @@ class LLMRoles:
 
     def _choice_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Role,
                      parents: list[list[str]], options: int, build: Callable[[int, list[int]], list[float]],
-                     history: RoleContext | None = None) -> Proposal:
-        """Move-based answer: option indices per item, turned into rates by `build(item, chosen)`."""
+                     history: RoleContext | None = None, compared=None, what: str = "move numbers") -> Proposal:
+        """Move-based answer: option indices per item, turned into rates by `build(item, chosen)`.
+        With tools, a child the model tries is those rates put on the budget (as the answer's will be),
+        screened beside `compared(item)` (the plans it comes from)."""
         per = MOVES_PER_ITEM[role]
+        candidates = None
+        if compared is not None:
+            from tools.search_tools import Candidates
+
+            candidates = Candidates(ctx.count, options, per, lambda k, c: self._on_budget(ctx, build(k, c)),
+                                    compared, what)
 
         def decode(text: str):
             chosen, notes = parse_choices(text, ctx.count, options, per)
@@ -238,13 +250,15 @@ class LLMRoles:
 
         return self._genome_role(role, ctx, fields, fallback, parents, choices_schema(ctx.count, options, per),
                                  choices_grammar(ctx.count, options, per), decode,
-                                 choices_answer_chars(ctx.count, options, per), history)
+                                 choices_answer_chars(ctx.count, options, per), history, candidates)
 
     def _genome_role(self, role: str, ctx: RoleContext, fields: dict, fallback: Role,
                      parents: list[list[str]], schema: dict | None = None, grammar: str | None = None,
-                     decode=None, answer_chars: int | None = None, history: RoleContext | None = None) -> Proposal:
+                     decode=None, answer_chars: int | None = None, history: RoleContext | None = None,
+                     candidates=None) -> Proposal:
         """`fallback(ctx)` answers when every attempt fails and tops up a short answer; `history`:
-        the context whose population the prompt shows as scored history (None: none)."""
+        the context whose population the prompt shows as scored history (None: none); `candidates`
+        (tools.search_tools.Candidates): what the role's tools may try before it answers."""
         length = self._length(ctx)
         if decode is None:
             schema, grammar = genomes_schema(ctx.count, length), genomes_grammar(ctx.count, length)
@@ -255,10 +269,13 @@ class LLMRoles:
                 return rates, notes, rates
         need = self._answer_tokens(answer_chars)
         prompt, _ = self._render(role, fields, need, history=history)
+        prompt, looked, tool_calls = self._look(role, ctx, prompt, (lambda tools: tools.for_role(ctx, candidates))
+                                                if candidates is not None else None)
         parsed, calls = self._ask(role, ctx, prompt, schema, grammar, decode, need)
+        calls = looked + calls
         if parsed is None:
             result = fallback(ctx)
-            result.calls = calls + [self._fallback(role, ctx)]
+            result.calls, result.tool_calls = calls + [self._fallback(role, ctx)], tool_calls
             return result
         rate_lists, notes, _ = parsed
         genomes = [Genome(ctx.granularity, tuple(rates)) for rates in rate_lists]
@@ -279,7 +296,29 @@ class LLMRoles:
             notes.append(f"{missing} filled by the classic operator")
         calls[-1].notes = [*calls[-1].notes, *notes]  # after any transport note
         calls[-1].outcome = self._final_outcome(calls, repaired or bool(notes))
-        return Proposal(genomes=genomes, origins=origins, parents=parent_lists, calls=calls)
+        return Proposal(genomes=genomes, origins=origins, parents=parent_lists, calls=calls, tool_calls=tool_calls)
+
+    def _look(self, role: str, ctx: RoleContext, prompt: str, make_tools) -> tuple[str, list[CallRecord], list]:
+        """Look before leaping: with tools on, the tool phase (agents/tool_loop.py) runs first and what
+        the tools returned is written under the prompt of the structured answer. `make_tools(tools)`
+        builds this call's tools (None: the selector's, which make no children). Returns (prompt, the
+        tool phase's LLM calls, its tool calls)."""
+        if self.tool_budget <= 0 or ctx.tools is None:
+            return prompt, [], []
+        from agents.tool_loop import tool_phase
+
+        tools = make_tools(ctx.tools) if make_tools is not None else ctx.tools.for_role(ctx, None)
+        found, looked, tool_calls = tool_phase(self.backend, tools, prompt, self.tool_budget, role, ctx.generation,
+                                               self.prompts.name)
+        if found:
+            prompt = f"{prompt}\n\nWhat your tool calls returned:\n{found}\n\nNow give your final answer."
+        return prompt, looked, tool_calls
+
+    @staticmethod
+    def _on_budget(ctx: RoleContext, rates: list[float]):
+        """Rates put on the budget as the search will (pruning/repair.py): (plan, repair notes)."""
+        fixed = repair(Genome(ctx.granularity, tuple(rates)), ctx.space, ctx.budget)
+        return fixed.plan, list(fixed.notes)
 
     def _answer_tokens(self, answer_chars: int) -> int:
         return limits.answer_tokens(answer_chars, bool(getattr(self.backend, "grammar", False)))

@@ -100,6 +100,44 @@ def test_the_mutator_calls_tools_before_answering(tmp_path, scripted):
     assert "tool calls" in out.getvalue() and "screen_children" in out.getvalue()
 
 
+def test_every_role_calls_tools(tmp_path, scripted):
+    """The initializer, selector and crosser look before they leap too: each gets the tools that fit
+    what it makes (the selector, which makes no children, the population, the sensitivity and a
+    member's latency), and what they try is what their answer could say."""
+    from graphs.runner import run_search
+    from tests.search_fixtures import tiny_search_deps
+    from tools.search_tools import SearchTools
+
+    def screen(child, picks):
+        return {"name": "screen_children", "arguments": json.dumps({"children": [{"child": child, "moves": picks}]})}
+
+    turns = [[screen(0, [0, 1]), {"name": "apply_moves", "arguments": json.dumps({"child": 1, "moves": [2]})}], [],
+             [{"name": "member_latency", "arguments": json.dumps({"member": 0})},
+              {"name": "screen_children", "arguments": "{}"}], [],  # the selector has no children to screen
+             [screen(0, [1])], []]
+    url, _ = scripted([], turns)
+    backend = make_backend(url + "#scripted", max_tokens=256, timeout=30)
+    roles = make_roles(backend, PromptSet.load("moves"), retries=1, tool_budget=4)
+    deps = tiny_search_deps(tmp_path / "run", roles, generations=1)
+    deps.tools = SearchTools(deps.fitness, deps.settings.stages[0], deps.layer_importance, timing=False)
+    run_search(deps, "test", tmp_path / "run" / "checkpoint.db")
+    calls = deps.store.tool_calls()
+    assert [(c["role"], c["tool"], bool(c["valid"])) for c in calls] == [
+        ("initializer", "screen_children", True), ("initializer", "apply_moves", True),
+        ("selector", "member_latency", True), ("selector", "screen_children", False),
+        ("crosser", "screen_children", True)]
+    init_screen, applied = json.loads(calls[0]["result"]), json.loads(calls[1]["result"])
+    assert len(init_screen["fitness"]) == 1 and len(init_screen["parents_fitness"]) == 1  # beside uniform
+    assert abs(applied["total_params"] - applied["budget_params"]) < 0.02 * applied["budget_params"]  # on the budget
+    assert json.loads(calls[2]["result"])["ideal_speedup"] > 1
+    assert "unknown tool 'screen_children'" in calls[3]["error"]
+    cross = json.loads(calls[4]["result"])
+    assert len(cross["fitness"]) == 1 and len(cross["parents_fitness"]) in (1, 2)  # beside both parents
+    for role in ("initializer", "selector", "crosser"):
+        answers = [c for c in deps.store.calls(role) if c["outcome"] != "tools"]
+        assert answers and answers[-1]["outcome"] in ("used", "repaired", "retried"), role
+
+
 def test_crosser_and_mutator_ask_at_once(tmp_path, scripted):
     """With a backend that serves two requests at once, a generation's crosser and mutator calls overlap
     in time; each call's seed comes from its name, so it does not depend on what runs beside it."""
