@@ -104,7 +104,8 @@ def population_text(population: list[Candidate], limit: int = HISTORY_LIMIT) -> 
     lines = []
     for i, cand in enumerate(population[:limit]):
         fitness = "?" if cand.fitness is None else f"{cand.fitness:.3f}"
-        lines.append(f"{i}: {fitness} | {genome_text(cand.rates)}")
+        latency = "" if cand.latency is None else f" | latency {cand.latency:.2f} of dense"  # --latency-weight
+        lines.append(f"{i}: {fitness}{latency} | {genome_text(cand.rates)}")
     return "\n".join(lines)
 
 

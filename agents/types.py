@@ -28,6 +28,7 @@ class Candidate:
     notes: list[str] = field(default_factory=list)
     fitness: float | None = None  # the score at the last fidelity stage it reached (lower is better)
     stage: int = -1  # that stage's index (-1: not scored yet); every stage's score is in run.db
+    latency: float | None = None  # predicted prefill latency over the dense model's (--latency-weight only)
 
     @property
     def genome(self) -> Genome:

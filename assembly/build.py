@@ -82,10 +82,12 @@ def prepare_reconstruction(context: PruningContext, budget: Budget) -> None:
 
 def build_search(config: RunConfig, context: PruningContext, budget: Budget, pool: TokenWindows,
                  store, roles, *, seed: int | None = None, granularity: str | None = None,
-                 finalizer: Callable | None = None, on_event: Callable | None = None, judge=None) -> SearchDeps:
+                 finalizer: Callable | None = None, on_event: Callable | None = None, judge=None,
+                 latency_table: Path | None = None, status: Callable | None = None) -> SearchDeps:
     """One search over a prepared model. seed / granularity: an ablation cell's own (else the config's).
     `pool`: the validation windows the fidelity stages draw their samples from. `judge`: the fixed-window
-    fitness (final_fitness) finalize picks the champion with."""
+    fitness (final_fitness) finalize picks the champion with. `latency_table`: where the run keeps its
+    module timings (--latency-weight above 0; default: the cache folder)."""
     prepare_reconstruction(context, budget)
     settings = config.search_settings(seed=seed, granularity=granularity)
     fitness = SampledFitness(context, pool, kind=config.fitness, store=store, batch_size=config.batch_size,
@@ -95,7 +97,26 @@ def build_search(config: RunConfig, context: PruningContext, budget: Budget, poo
     return SearchDeps(roles=roles, fitness=fitness, store=store, space=context.space, budget=budget,
                       settings=settings, moves=moves, seeds=seed_plans(context, budget, moves, comparable),
                       layer_importance=layer_importance(comparable), finalizer=finalizer, on_event=on_event,
-                      judge=judge)
+                      judge=judge, objective=latency_objective(config, context, budget, latency_table, status))
+
+
+def latency_objective(config: RunConfig, context: PruningContext, budget: Budget, path: Path | None = None,
+                      status: Callable | None = None):
+    """--latency-weight above 0: the objective that weighs predicted prefill latency in (evaluation/
+    latency_table.py), its table measured on the model's compute device or read from `path`."""
+    if config.latency_weight <= 0:
+        return None
+    from evaluation.latency_table import LatencyObjective, LatencyTable
+    from pruning.loading import cache_dir
+    from pruning.placement import input_device
+
+    device = input_device(context.model)
+    dtype = next(p.dtype for p in context.model.parameters() if p.is_floating_point())
+    if path is None:
+        path = cache_dir() / "latency" / f"{config.model.replace('/', '--')}-{device.type}-{str(dtype)[6:]}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+    table = LatencyTable.load_or_measure(path, context.space, device, dtype, seqlen=config.eval_seqlen, status=status)
+    return LatencyObjective(table, context.space, context.uniform_plan(budget), config.latency_weight)
 
 
 def final_fitness(config: RunConfig, context: PruningContext, windows: TokenWindows, store=None) -> FitnessEvaluator:

@@ -79,7 +79,7 @@ class RunConfig:
     max_tokens: int = option("agent", "LLM answer limit", default=1024, type=int)
     agent_timeout: float = option("agent", "seconds per LLM call", measured=False, default=180.0, type=float)
     retries: int = option("agent", "retries (with the error shown) before the classic fallback", default=1, type=int)
-    agent_tools: str = option("agent", "the LLM mutator calls tools (screen children, layer sensitivity, latency, "
+    agent_tools: str = option("agent", "the LLM roles call tools (screen children, layer sensitivity, latency, "
                               "population) before answering: on, off, auto (on where the backend answers a tool-call "
                               "probe, except the embedded 135M model)", default="auto", choices=["auto", "on", "off"])
     tool_budget: int = option("agent", "tool calls per LLM role call when --agent-tools is on", default=4, type=int)
@@ -107,6 +107,9 @@ class RunConfig:
     patience: int = option("search", "stop after this many generations without improvement (0 = off)", default=0, type=int)
     fitness: str = option("evolution", "KL divergence to the dense model (top-128 of its distribution) or perplexity",
                           default="kl", choices=["kl", "ppl"])
+    latency_weight: float = option("evolution", "latency in the objective: fitness x (predicted prefill latency / the "
+                                   "uniform plan's)^W, from module timings on the run's device (0 = fitness only; 1: 1%% "
+                                   "of fitness for 1%% of latency)", default=0.0, type=float)
     fitness_tokens: int = option("evolution", "WikiText-2 validation tokens on which the best plan's fitness is stated "
                                  "(search path vs exact refit)", default=2048, type=int)
     fitness_seqlen: int = option("evolution", "validation window length (the stages draw from these windows)",
@@ -201,6 +204,16 @@ class RunConfig:
                               crossover_share=self.crossover_share, stages=parse_stages(self.fidelity),
                               patience=self.patience, seed=self.seed if seed is None else seed,
                               granularity=granularity or self.granularity, model_name=self.model)
+
+    def check_values(self) -> None:
+        """Numbers the search cannot run with, named before anything loads (a ValueError: exit 2)."""
+        for name, value, low in (("--population", self.population, 1), ("--offspring", self.offspring, 1),
+                                 ("--generations", self.generations, 0), ("--latency-weight", self.latency_weight, 0),
+                                 ("--tool-budget", self.tool_budget, 0), ("--retries", self.retries, 0)):
+            if value < low:
+                raise ValueError(f"{name} {value}: must be at least {low}")
+        if not 0 <= self.crossover_share <= 1:
+            raise ValueError(f"--crossover-share {self.crossover_share}: must be between 0 and 1")
 
     @property
     def max_evals(self) -> int:

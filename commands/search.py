@@ -93,6 +93,7 @@ def run_search_command(args) -> int:
     llm = uses_llm(config.agent, config.llm_roles)  # --agent classic or --llm-roles "": no chat backend at all
     prompts = PromptSet.load(config.prompts, prompt_overrides(config.prompt)) if llm else None
     with stage("checking the budget and the machine (config only)"):
+        config.check_values()
         ready_machine(config, config.prune_settings(), offload_folder_for(config, run_dir))
         check_export_spec(config.export)
         if config.workers > 1 or config.ray_address:  # before minutes of loading: Ray is an optional extra
@@ -112,6 +113,19 @@ def run_search_command(args) -> int:
     finally:
         if backend is not None:
             backend.close()
+
+
+def objective_summary(objective, best_plan) -> dict:
+    """What the search ranked by; with --latency-weight the champion's predicted latency beside uniform's."""
+    if objective is None:
+        return {"kind": "fitness"}
+    from pruning.genome import PruningPlan
+
+    out = {"kind": "fitness x latency", "latency_weight": objective.weight, "describe": objective.describe(),
+           "uniform_latency": round(objective.reference, 4), "table": objective.table.meta}
+    if best_plan:
+        out["champion_latency"] = round(objective.latency(PruningPlan.from_list(best_plan)), 4)
+    return out
 
 
 def _search(config, run_id, run_dir, resume, prompts, backend) -> int:
@@ -157,12 +171,15 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
         # finalize, while the model is still dense
         judge = final_fitness(config, context, prepared.fitness_windows, store=store)
         deps = build_search(config, context, budget, prepared.fitness_pool, store, roles, finalizer=finalizer,
-                            judge=judge)
+                            judge=judge, latency_table=run_dir / "latency_table.json", status=status_line)
+        if deps.objective is not None:
+            status_line(f"objective: {deps.objective.describe()}")
         fitness = deps.fitness
         deps.parallel_llm = backend is not None and backend.slots > 1
-        if tools_on:  # what the LLM mutator may call before answering (tools/search_tools.py)
+        if tools_on:  # what the LLM roles may call before answering (tools/search_tools.py)
             deps.tools = SearchTools(fitness, deps.settings.stages[0], deps.layer_importance,
-                                     timing=config.timing == "on")
+                                     timing=config.timing == "on",
+                                     latency=deps.objective.table if deps.objective is not None else None)
         if config.workers > 1 or config.ray_address:
             from distributed.setup import start_fitness_workers
 
@@ -182,6 +199,7 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
                    "scoring_seconds_this_session": round(fitness.seconds, 1), "llm": store.token_totals(),
                    "workers": {"evaluations": store.evaluations_by_worker(), "events": store.worker_event_counts()},
                    "agent_tools": {"on": tools_on, "why": tools_why, **store.tool_call_counts()},
+                   "objective": objective_summary(deps.objective, (final.get("best") or {}).get("plan")),
                    "outcomes": store.outcome_counts(), "best": final.get("best"), "champion": store.champion(),
                    "final": final.get("final"),
                    "prepare_seconds": context.seconds, "stages": STAGES}

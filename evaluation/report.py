@@ -124,6 +124,12 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
         lines.append("")
         if "rates_png" in files:
             lines += ["![per-layer rates](rates.png)", ""]
+    objective = summary.get("objective") or {}
+    if objective.get("latency_weight"):
+        lines += ["## Objective", "", f"- {objective['describe']}",
+                  f"- predicted prefill latency over dense: champion {objective.get('champion_latency', float('nan')):.3f}, "
+                  f"uniform {objective['uniform_latency']:.3f} (module timings: `latency_table.json`); the fitness "
+                  "columns below are this objective", ""]
     if generations:
         lines += ["## Fitness per generation", "", "| generation | best | mean | diversity | evaluations |",
                   "|---:|---:|---:|---:|---:|"]

@@ -69,6 +69,16 @@ class SearchDeps:
     on_event: Callable[[str, dict], None] | None = None  # live view hook
     tools: object = None  # tools.search_tools.SearchTools: what LLM roles may call (--agent-tools)
     parallel_llm: bool = False  # the crosser's and the mutator's calls at once (the backend serves several)
+    objective: object = None  # evaluation.latency_table.LatencyObjective (--latency-weight); None: the fitness
+
+
+def _score(deps: SearchDeps, cand: Candidate, value: float) -> float:
+    """What the search ranks by: the fitness, or with --latency-weight the fitness weighed by the plan's
+    predicted latency (cand.latency: its ratio to the dense model's, which the roles see)."""
+    if deps.objective is None:
+        return value
+    value, cand.latency = deps.objective.score(PruningPlan.from_list(cand.plan), value)
+    return value
 
 
 def _population(state: SearchState) -> list[Candidate]:
@@ -185,7 +195,7 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
             results = deps.fitness.score_many([PruningPlan.from_list(c.plan) for c in alive], generation, index, stage,
                                               on_scored=scored)
             for cand, result in zip(alive, results):
-                cand.fitness, cand.stage = result.value, index
+                cand.fitness, cand.stage = _score(deps, cand, result.value), index
             alive.sort(key=lambda c: (c.fitness, c.plan_key))
             alive = alive[: stage.keep] if index + 1 < len(s.stages) else alive
         ranked = sorted(merged.values(), key=lambda c: (-c.stage, c.fitness, c.plan_key))
@@ -232,7 +242,7 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
         candidates = list(pool.values())
         results = deps.judge.evaluate_many([PruningPlan.from_list(c.plan) for c in candidates], on_scored=scored)
         for cand, result in zip(candidates, results):
-            cand.fitness = result.value
+            cand.fitness = _score(deps, cand, result.value)
         best = min(pool.values(), key=lambda c: (c.fitness, c.plan_key))
         seeds = [c for c in pool.values() if c.origin.startswith("seed:")]
         best_seed = min(seeds, key=lambda c: (c.fitness, c.plan_key)) if seeds else best
