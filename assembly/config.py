@@ -105,6 +105,9 @@ class RunConfig:
                            "population and children on the first stage's fresh validation sample, the KEPT best go on "
                            "to the next stage's (the last stage ranks the survivors)", default="1x128:4,2x256:2")
     patience: int = option("search", "stop after this many generations without improvement (0 = off)", default=0, type=int)
+    search_minutes: float = option("evolution", "stop after the first generation that ends past this many minutes of "
+                                   "search (all sessions of a resumed run; 0 = off): equal-time comparisons, a "
+                                   "budget of GPU hours", default=0.0, type=float)
     fitness: str = option("evolution", "KL divergence to the dense model (top-128 of its distribution) or perplexity",
                           default="kl", choices=["kl", "ppl"])
     latency_weight: float = option("evolution", "latency in the objective: fitness x (predicted prefill latency / the "
@@ -202,13 +205,15 @@ class RunConfig:
 
         return SearchSettings(population=self.population, generations=self.generations, offspring=self.offspring,
                               crossover_share=self.crossover_share, stages=parse_stages(self.fidelity),
-                              patience=self.patience, seed=self.seed if seed is None else seed,
+                              patience=self.patience, time_limit_s=60 * self.search_minutes,
+                              seed=self.seed if seed is None else seed,
                               granularity=granularity or self.granularity, model_name=self.model)
 
     def check_values(self) -> None:
         """Numbers the search cannot run with, named before anything loads (a ValueError: exit 2)."""
         for name, value, low in (("--population", self.population, 1), ("--offspring", self.offspring, 1),
                                  ("--generations", self.generations, 0), ("--latency-weight", self.latency_weight, 0),
+                                 ("--search-minutes", self.search_minutes, 0),
                                  ("--tool-budget", self.tool_budget, 0), ("--retries", self.retries, 0)):
             if value < low:
                 raise ValueError(f"{name} {value}: must be at least {low}")

@@ -37,7 +37,7 @@ MLP_POINTS = 24  # MLP widths timed (evenly spread over the unit counts; the res
 # SmolLM2-135M at 65% width looked 80% as slow as at full width, in the model it is 60% as slow.
 # So each pass runs over several copies of the module's weights, together at least this many bytes
 # (one copy where a copy alone is larger: a 70B layer's).
-STREAMED_BYTES = 256 * 2**20
+STREAMED_BYTES = 64 * 2**20  # above the last-level cache of the CPUs we run on (32 MB per EPYC CCX)
 
 
 class LatencyTable:
@@ -90,7 +90,7 @@ class LatencyTable:
 
     @classmethod
     def load_or_measure(cls, path: Path, space, device: torch.device, dtype: torch.dtype, seqlen: int = 512,
-                        repeats: int = 7, status=None) -> "LatencyTable":
+                        repeats: int = 5, status=None) -> "LatencyTable":
         """The run folder's table when it matches this shape, device and dtype; else measured and written."""
         meta = _meta(space, device, dtype, seqlen)
         if path.exists():
@@ -132,13 +132,13 @@ class LatencyObjective:
 def _meta(space, device: torch.device, dtype: torch.dtype, seqlen: int) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     shape = space.shape
-    return {"device": name, "dtype": str(dtype).replace("torch.", ""), "seqlen": seqlen, "hidden": shape.hidden_size,
+    return {"method": 2, "device": name, "dtype": str(dtype).replace("torch.", ""), "seqlen": seqlen, "hidden": shape.hidden_size,
             "head_dim": shape.head_dim, "layers": [[s.num_attention_heads, s.num_key_value_heads, s.intermediate_size]
                                                    for s in shape.layers], "mlp_unit": space.mlp_unit}
 
 
 @torch.inference_mode()
-def measure(space, device: torch.device, dtype: torch.dtype, seqlen: int = 512, repeats: int = 7) -> LatencyTable:
+def measure(space, device: torch.device, dtype: torch.dtype, seqlen: int = 512, repeats: int = 5) -> LatencyTable:
     from pruning.genome import LayerPlan
 
     shape, gen = space.shape, torch.Generator().manual_seed(0)
@@ -239,7 +239,7 @@ def _clock(device: torch.device):
 
 
 def _median(clock, fn, repeats: int) -> float:
-    for _ in range(2):  # warm-up: kernels chosen, caches filled
+    for _ in range(1):  # warm-up: kernels chosen, allocations made
         fn()
     return statistics.median(clock(fn) for _ in range(repeats)) / getattr(fn, "copies", 1)
 

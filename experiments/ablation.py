@@ -30,7 +30,7 @@ from evaluation.finalize import reconstructed_name, uniform_wanda_sp
 
 DEFAULT_ARMS = ("llm", "classic", "random", "llm-init", "prompts:no-importance", "prompts:no-history",
                 "prompts:diverse", "prompts:moves", "cma")
-ARMS_HELP = ("llm (all roles), classic, random, llm-init (LLM initializer, classic rest), prompts:<set> "
+ARMS_HELP = ("llm (all roles), llm+tools (all roles, calling tools: --tool-budget), classic, random, llm-init (LLM initializer, classic rest), prompts:<set> "
              "(LLM with a prompt set), cma / ngopt / ng:<Nevergrad optimizer>; suffix @module for module granularity")
 
 
@@ -42,6 +42,7 @@ class Arm:
     llm_roles: tuple[str, ...] = ROLES
     optimizer: str = ""
     granularity: str = "layer"
+    tools: bool = False  # the LLM roles call tools before answering (llm+tools)
 
     @property
     def uses_llm(self) -> bool:
@@ -59,6 +60,8 @@ def parse_arm(spec: str) -> Arm:
         raise ValueError(f"arm {spec!r}: granularity after @ must be layer or module")
     if base == "llm":
         return Arm(spec, "llm", granularity=granularity)
+    if base == "llm+tools":
+        return Arm(spec, "llm", granularity=granularity, tools=True)
     if base == "llm-init":
         return Arm(spec, "llm", llm_roles=("initializer",), granularity=granularity)
     if base in ("classic", "random"):
@@ -151,6 +154,11 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
     judge = final_fitness(setup.config, setup.context, setup.fitness_windows, store=store)
     deps = build_search(setup.config, setup.context, budget, pool, store, _roles(setup, arm, seed),
                         seed=seed, granularity=arm.granularity, on_event=on_event, judge=judge)
+    if arm.tools:
+        from tools.search_tools import SearchTools
+
+        deps.tools = SearchTools(deps.fitness, deps.settings.stages[0], deps.layer_importance,
+                                 timing=setup.config.timing == "on")
     started = time.perf_counter()
     try:
         if arm.kind == "blackbox":
@@ -170,7 +178,8 @@ def run_cell(setup: AblationSetup, arm: Arm, seed: int, out_dir: Path,
         "test_ppl": test_ppl, "evaluations": deps.fitness.evaluations, "tokens_scored": deps.fitness.tokens_scored,
         "search_wall_s": search_s, "resumed": resume, "llm_calls": llm["calls"],
         "llm_tokens": llm["prompt"] + llm["completion"], "llm_latency_s": llm["latency"],
-        "outcomes": store.outcome_counts(), "best_rates": best["rates"], "best_params": best["total_params"],
+        "outcomes": store.outcome_counts(), "tool_calls": store.tool_call_counts(),
+        "best_rates": best["rates"], "best_params": best["total_params"],
         "best_plan_key": best["plan_key"], "best_plan": best["plan"], "curve": curve,
     }
     store.set_status("finished", best_fitness=best["fitness"], best_key=best["plan_key"])
@@ -187,7 +196,8 @@ def _roles(setup: AblationSetup, arm: Arm, seed: int):
         return {}
     backend = setup.backend()
     backend.seed, backend.calls = 1000 * seed, 0  # the same sampling stream for a seed, whichever arm runs first
-    return make_roles(backend, prompt_set(setup, arm), retries=setup.config.retries, llm_roles=arm.llm_roles)
+    return make_roles(backend, prompt_set(setup, arm), retries=setup.config.retries, llm_roles=arm.llm_roles,
+                      tool_budget=setup.config.tool_budget if arm.tools else 0)
 
 
 def prompt_set(setup: AblationSetup, arm: Arm) -> PromptSet:

@@ -44,6 +44,7 @@ class SearchSettings:
     crossover_share: float = 0.25  # share of the children made by crossover (the rest by exact moves)
     stages: tuple[Stage, ...] = (Stage(1, 128, 4), Stage(2, 256, 2))
     patience: int = 0  # stop after this many generations with the same best plan (0 = never)
+    time_limit_s: float = 0.0  # stop after the first generation past this much search wall time, all sessions (0 = none)
     # a searched plan must beat the best seed on the judge's windows by this share to be the champion:
     # differences under ~1% are below what 4 x 512 tokens resolve (rate 0.2: a plan 0.6% ahead of the
     # LLM-Pruner seed there was 1.5% behind it on the test split; the wins kept were 1.6-3.6% ahead)
@@ -110,6 +111,7 @@ def _record(deps: SearchDeps, result: Proposal, candidates: list[Candidate]) -> 
 
 def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
     s = deps.settings
+    clock = {"mark": time.perf_counter()}  # this session's: a resumed run adds its own time to the state's
 
     def initialize(state: SearchState) -> dict:
         ctx = _context(deps, state, "initializer", s.population)
@@ -216,14 +218,18 @@ def make_nodes(deps: SearchDeps) -> dict[str, Callable[[SearchState], dict]]:
                  "tokens": deps.fitness.tokens_scored, "best_key": best.plan_key, "best_origin": best.origin,
                  "population_fitness": json.dumps([[c.fitness, c.stage] for c in survivors])}
         deps.store.record_generation(generation, stats, [c.plan_key for c in survivors])
-        done = generation + 1 > s.generations or (s.patience > 0 and stale >= s.patience)
+        now = time.perf_counter()
+        search_s = state.get("search_s", 0.0) + now - clock["mark"]
+        clock["mark"] = now
+        out_of_time = s.time_limit_s > 0 and search_s >= s.time_limit_s
+        done = generation + 1 > s.generations or (s.patience > 0 and stale >= s.patience) or out_of_time
         if deps.on_event:
             deps.on_event("generation", {"generation": generation, **stats, "done": done})
         archive = list(state.get("archive", []))
         if best.plan_key not in {c["plan_key"] for c in archive}:
             archive.append(best.to_dict())
         return {"population": [c.to_dict() for c in survivors], "offspring": [], "best_history": history,
-                "stale": stale, "done": done, "generation": generation if done else generation + 1,
+                "stale": stale, "done": done, "search_s": search_s, "generation": generation if done else generation + 1,
                 "archive": archive}
 
     def champion(state: SearchState) -> Candidate:

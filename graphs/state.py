@@ -12,6 +12,7 @@ class SearchState(TypedDict, total=False):
     pairs: list[list[int]]  # parent indices chosen by the selector
     best_history: list[float]  # best fitness after each generation
     stale: int  # generations in a row without improvement
+    search_s: float  # search wall time so far, all sessions (--search-minutes)
     done: bool
     archive: list[dict]  # the seeds and each generation's best: finalize's champion is chosen among them
     best: dict | None  # the final best Candidate (set by finalize)

@@ -155,3 +155,23 @@ def test_a_searched_plan_must_beat_the_best_seed_by_the_margin_to_be_the_champio
     best, record, best_seed = picks[0.0]
     assert not record["seed_kept_by_margin"] and best["fitness"] <= best_seed
     assert not best["origin"].startswith("seed:")  # the tiny search does find a plan better than its seeds
+
+
+def test_search_minutes_stops_after_the_generation_that_passes_the_limit(tmp_path):
+    """--search-minutes: the generation that ends past the limit is the last; its population is kept
+    and finalize runs as after the last generation."""
+    from graphs.runner import run_search
+    from tests.search_fixtures import tiny_search_deps
+
+    deps = tiny_search_deps(tmp_path, classic_roles(), generations=5)
+    deps.settings.time_limit_s = 1e-6  # passed by the end of the initial generation
+    final = run_search(deps, "test", tmp_path / "checkpoint.db")
+    assert [g["generation"] for g in deps.store.generations()] == [0]
+    assert final["best"] is not None
+
+
+def test_llm_plus_tools_is_an_ablation_arm():
+    from experiments.ablation import parse_arm
+
+    arm = parse_arm("llm+tools")
+    assert arm.uses_llm and arm.tools and not parse_arm("llm").tools
