@@ -29,6 +29,7 @@ class Candidate:
     fitness: float | None = None  # the score at the last fidelity stage it reached (lower is better)
     stage: int = -1  # that stage's index (-1: not scored yet); every stage's score is in run.db
     latency: float | None = None  # predicted prefill latency over the dense model's (--latency-weight only)
+    raw_fitness: float | None = None  # with --latency-weight: the fitness before weighing (`fitness` is the objective)
 
     @property
     def genome(self) -> Genome:

@@ -104,7 +104,8 @@ def finalize_search(best: dict, context: PruningContext, budget: Budget, tokeniz
              "params": params, "uniform_rates": baseline.genome.to_list()}
     if fitness_of is not None:
         # what the search scored (refit table) vs the same plan as finalized (exact sequential refit)
-        final["fitness"] = {"search": best["fitness"], "final": fitness_of(pruned)}
+        # the search's own fitness of the plan (with --latency-weight `fitness` is the weighed objective)
+        final["fitness"] = {"search": _raw_fitness(best), "final": fitness_of(pruned)}
     if zero:
         final["zero_shot"] = {name: zero[name] for name in names}
     if timing:
@@ -120,7 +121,9 @@ def finalize_search(best: dict, context: PruningContext, budget: Budget, tokeniz
         return final
     say(f"saving the pruned checkpoint to {out_dir}")
     save_pruned(pruned, tokenizer, out_dir, {**record, "genome": {"granularity": best["granularity"], "rates": best["rates"]},
-                                             "plan": best["plan"], "fitness": best["fitness"],
+                                             "plan": best["plan"], "fitness": _raw_fitness(best),
+                                             **({"objective": best["fitness"], "predicted_latency": best["latency"]}
+                                                if best.get("raw_fitness") is not None else {}),
                                              "params": {"total": best["total_params"], "blocks": best["block_params"]}})
     if exports:
         final["exports"] = export_and_measure(out_dir, exports, test, progress_factory, say)
@@ -138,3 +141,8 @@ def export_and_measure(out_dir: Path, exports: list, test: TokenWindows, progres
         return rows
     return [measure_gguf(row, test.input_ids, progress_factory) if row["format"] == "gguf" else row for row in rows]
 
+
+
+def _raw_fitness(best: dict) -> float:
+    """The search's own fitness of the plan (with --latency-weight `fitness` is the weighed objective)."""
+    return best["fitness"] if best.get("raw_fitness") is None else best["raw_fitness"]

@@ -114,7 +114,9 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
                f"best, the last population){'; the last generation ranked another plan first' if champion['search_best_key'] != champion['plan_key'] else ''}"
                f"{_margin_note(champion)}."
                if champion else "")
-        lines += ["## Best genome", "", f"Fitness {best['fitness']:.4f}, origin `{best['origin']}`.{how}", "",
+        lines += ["## Best genome", "", (f"Fitness {best['fitness']:.4f}" if best.get("raw_fitness") is None else
+                                         f"Objective {best['fitness']:.4f} (fitness {best['raw_fitness']:.4f}, predicted "
+                                         f"latency {best['latency']:.3f} of dense)") + f", origin `{best['origin']}`.{how}", "",
                   "| layer | " + ("rate |" if best["granularity"] == "layer" else "attention | MLP |"),
                   "|---:|" + ("---:|" if best["granularity"] == "layer" else "---:|---:|")]
         n = len(best["rates"]) if best["granularity"] == "layer" else len(best["rates"]) // 2

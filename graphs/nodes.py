@@ -78,6 +78,7 @@ def _score(deps: SearchDeps, cand: Candidate, value: float) -> float:
     predicted latency (cand.latency: its ratio to the dense model's, which the roles see)."""
     if deps.objective is None:
         return value
+    cand.raw_fitness = value
     value, cand.latency = deps.objective.score(PruningPlan.from_list(cand.plan), value)
     return value
 
