@@ -5,6 +5,7 @@
     python main.py --resume RUN                             # continue a killed search
     python main.py prune --model M --rate 0.2               # one allocation, no search
     python main.py plan --model llama-2-70b --budget 35b    # what a run needs, before any weight is loaded
+    python main.py --config run.yaml                        # options from a file (flags still win)
 """
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description="Self-Pruner: structured pruning of LLaMA-family models.")
     add_options(parser, "model", "budget", "pruning", "agent", "search", "evolution", "workers", "finalize")
     parser.add_argument("--resume", default=None, metavar="RUN", help="continue the run with this id or folder")
+    parser.add_argument("--version", action="version", version=f"self-pruner {package_version()}")
+    config_options(parser)
     sub = parser.add_subparsers(dest="command")
 
     prune = sub.add_parser("prune", help="prune once with a fixed allocation (no search) and save the checkpoint")
     add_options(prune, "model", "budget", "pruning")
+    config_options(prune)
     prune.add_argument("--allocation", default="uniform",
                        help="uniform, owl, flap, llm-pruner (first and last layers whole), a genome JSON file, or a comma list of per-layer rates")
     prune.add_argument("--owl-lambda", type=float, default=0.08, help="OWL: rates spread over [-lambda, +lambda]")
@@ -38,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="what a run needs, from the config alone: sizes, plan, memory per stage, placement, time")
     add_options(plan, "model", "budget", "pruning", "evolution")
+    config_options(plan)
     plan.add_argument("--json", default=None, metavar="FILE", help="also write the estimate as JSON")
 
     runs = sub.add_parser("runs", help="list runs: id, model, budget, agent, status, best fitness, evaluations, date")
@@ -52,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablate = sub.add_parser("ablate", help="does the LLM help? arms x seeds at an equal evaluation budget, compared")
     add_options(ablate, "model", "budget", "pruning", "agent", "evolution")
+    config_options(ablate)
     ablate.add_argument("--arms", default=None,
                         help="comma list of arms (default: all of: llm, classic, random, llm-init, prompts:no-importance, "
                              "prompts:no-history, prompts:diverse, prompts:moves, cma); also ngopt, ng:<optimizer>, "
@@ -95,14 +101,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("self-pruner")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, metavar="FILE.yaml",
+                        help="options from a YAML file (names as on the command line; flags given here win); "
+                             "every run folder holds its own as config.yaml")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the options this command would run with, as a config file, and exit")
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """argv parsed over the --config file's values (flags win over the file, the file over defaults);
+    also the file's keys this command does not take."""
+    from assembly.config_file import apply_config_file, read_config_file
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    path = getattr(args, "config", None)
+    if not path:
+        return args, []
+    target = parser
+    if args.command:
+        target = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    ignored = apply_config_file(target, read_config_file(path), path)
+    return parser.parse_args(argv), ignored  # a subcommand's parser applies its own defaults
+
+
+def print_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from assembly.config import FIELD_NAMES, RunConfig
+    from assembly.config_file import config_yaml
+
+    target = parser
+    if args.command:
+        target = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    names = {a.dest for a in target._actions if a.dest in FIELD_NAMES}
+    print(config_yaml(RunConfig.from_args(args), names), end="")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bars, not one per weight file
     parser = build_parser()
-    args = parser.parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
     from ui.console import fail
+
+    from assembly.config_file import ConfigFileError
+
+    try:
+        args, ignored = parse_with_config(parser, argv)
+    except ConfigFileError as err:
+        fail(str(err))
+        return EXIT_USAGE
+    if ignored:
+        print(f"--config: not options of this command, ignored: {', '.join(ignored)}", file=sys.stderr)
+    if getattr(args, "print_config", False):
+        print_config(args, parser)
+        return 0
+    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

@@ -115,6 +115,20 @@ def run_search_command(args) -> int:
             backend.close()
 
 
+def write_config_file(run_dir: Path, config: RunConfig, run_id: str) -> None:
+    """config.yaml: this run's settings as a file `--config` reads back (a rerun, or a variant of it)."""
+    from dataclasses import fields
+
+    from assembly.config_file import config_yaml
+
+    names = {f.name for f in fields(config) if f.metadata["run"]} - {"out"}  # a rerun gets its own folder
+    header = (f"# run {run_id}: every setting of this run (process knobs such as --workers and the folder are left out).\n"
+              f"# Rerun or vary it: python main.py --config {run_dir / 'config.yaml'} [--seed 1 ...]\n")
+    tmp = run_dir / "config.yaml.tmp"
+    tmp.write_text(config_yaml(config, names, header=header))
+    tmp.replace(run_dir / "config.yaml")
+
+
 def objective_summary(objective, best_plan) -> dict:
     """What the search ranked by; with --latency-weight the champion's predicted latency beside uniform's."""
     if objective is None:
@@ -141,6 +155,7 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
     context, budget, loaded = prepared.context, prepared.budget_for(), prepared.loaded
     store = RunStore(run_dir / "run.db")
     store.start_run(run_id, config.model, budget.description, config.agent, config.to_dict(), versions())
+    write_config_file(run_dir, config, run_id)
     workers = None  # the Ray evaluator pool (--workers / --ray-address)
     requeued = store.requeue_running() if resume else 0
     if requeued:  # plans a killed session had on Ray workers: unscored, so the search hands them out again
