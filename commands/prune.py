@@ -10,6 +10,7 @@ from assembly.config import RunConfig
 from deploy.exports import check_export_spec, export_checkpoint, parse_export_spec
 from pruning import allocation
 from pruning.budget import format_params
+from deploy.model_card import reproduce_command, write_model_card
 from pruning.checkpoint import save_pruned
 from pruning.data import load_windows
 from pruning.importance import OBS_PENDING, wanda_outlier_ratios
@@ -102,6 +103,12 @@ def run_prune(args) -> int:
 
     with stage("saving"):
         save_pruned(pruned, tokenizer, out, record)
+        measured = {}
+        if test is not None:
+            measured = {"ppl": {"dense": rows[0]["ppl"], "pruned": rows[1]["ppl"]}, "test_windows": len(test),
+                        "test_seqlen": args.eval_seqlen,
+                        "params": {"dense": budget.dense_params, "pruned": result.total_params}}
+        write_model_card(out, record, measured, reproduce_command())
     console.print(comparison_table(f"{args.model} -> {budget.description}", rows))
     console.print(f"per-layer rates: {rates_line(list(result.genome.mlp_rates if settings.granularity == 'module' else result.genome.rates))}")
     console.print(f"realised {format_params(result.total_params)} params (budget {format_params(budget.target_params)}); "

@@ -120,11 +120,15 @@ def finalize_search(best: dict, context: PruningContext, budget: Budget, tokeniz
         final["seconds"] = time.perf_counter() - started
         return final
     say(f"saving the pruned checkpoint to {out_dir}")
-    save_pruned(pruned, tokenizer, out_dir, {**record, "genome": {"granularity": best["granularity"], "rates": best["rates"]},
-                                             "plan": best["plan"], "fitness": _raw_fitness(best),
-                                             **({"objective": best["fitness"], "predicted_latency": best["latency"]}
-                                                if best.get("raw_fitness") is not None else {}),
-                                             "params": {"total": best["total_params"], "blocks": best["block_params"]}})
+    saved = {**record, "genome": {"granularity": best["granularity"], "rates": best["rates"]},
+             "plan": best["plan"], "fitness": _raw_fitness(best),
+             **({"objective": best["fitness"], "predicted_latency": best["latency"]}
+                if best.get("raw_fitness") is not None else {}),
+             "params": {"total": best["total_params"], "blocks": best["block_params"]}}
+    save_pruned(pruned, tokenizer, out_dir, saved)
+    from deploy.model_card import reproduce_command, write_model_card
+
+    write_model_card(out_dir, saved, final, reproduce_command())  # README.md: the checkpoint's model card
     if exports:
         final["exports"] = export_and_measure(out_dir, exports, test, progress_factory, say)
     final["seconds"] = time.perf_counter() - started

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from evaluation.zeroshot import task_score  # noqa: E402
+from evaluation.zeroshot import task_score, task_stderr  # noqa: E402
 
 
 def plot_rates(path: Path, best_rates: list[float], uniform_rates: list[float], granularity: str) -> None:
@@ -89,11 +89,18 @@ def write_report(run_dir: Path, summary: dict, generations: list[dict], budget: 
     if final.get("zero_shot"):
         names = list(final["zero_shot"])
         tasks = list(next(iter(final["zero_shot"].values()))["tasks"])
+        first = next(iter(final["zero_shot"].values()))
+        limit, documents = first.get("limit"), first.get("documents") or {}
+        scope = (f"the first {limit} documents of each task" if limit else "every document of each task") + (
+            f" ({', '.join(f'{t} {n}' for t, n in documents.items() if n)})" if documents else "")
         lines += ["## Zero-shot accuracy (acc_norm where lm-eval reports it, else acc)", "",
-                  "| model | " + " | ".join(tasks) + " | average |", "|---|" + "---:|" * (len(tasks) + 1)]
+                  f"On {scope}; ± one standard error (lm-eval's, of a mean)" + (
+                      ": with so few documents, differences within a few standard errors are noise" if limit else "")
+                  + ".", "", "| model | " + " | ".join(tasks) + " | average |", "|---|" + "---:|" * (len(tasks) + 1)]
         for name in names:
             row = final["zero_shot"][name]
-            cells = [f"{task_score(r):.3f}" for r in row["tasks"].values()]
+            cells = [f"{task_score(r):.3f}" + (f" ± {task_stderr(r):.3f}" if task_stderr(r) is not None else "")
+                     for r in row["tasks"].values()]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['average']:.3f} |")
         lines.append("")
     if final.get("timing"):

@@ -165,6 +165,17 @@ def embedded_model_dir(alias: str = EMBEDDED_ALIAS) -> Path:
     return target
 
 
+def hub_id(name: str) -> str | None:
+    """The Hugging Face hub id a model name stands for (a model card's `base_model`): an alias's, the
+    id an embedded model was converted from, a hub id as given; None for a local folder."""
+    target = ALIASES.get(name, name)
+    if target.startswith("embedded:"):
+        return EMBEDDED[name].name_or_path.split()[0]
+    if "/" in target and not target.startswith((".", "/", "~")) and not Path(target).expanduser().exists():
+        return target
+    return None
+
+
 def resolve_source(name: str) -> str:
     """Map an alias, a directory or a hub id to something from_pretrained understands."""
     if name in ALIASES:

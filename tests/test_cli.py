@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,6 +58,12 @@ def test_prune_command_writes_a_reloadable_checkpoint(tmp_path, shared_data_dir)
     assert record["wikitext2_test"]["pruned_ppl"] > record["wikitext2_test"]["dense_ppl"]
     assert "WikiText-2 test PPL" in result.stdout
     assert (out / "modeling_pruned.py").exists() and (out / "tokenizer.json").exists()
+    card = (out / "README.md").read_text()  # the model card: hub metadata and the record's own numbers
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "structured-pruning" in front["tags"]
+    assert f"{record['params']['total']:,} parameters" in card
+    assert f"| pruned | {record['params']['total']:,} | {record['wikitext2_test']['pruned_ppl']:.2f} |" in card
+    assert card.count("\n| ") >= len(record["plan"]) and "prune --rate 0.2" in card  # every layer; the command
 
 
 @pytest.mark.parametrize("args,env,fragment", [

@@ -64,3 +64,7 @@ def test_lm_eval_runs_on_the_embedded_model(embedded, shared_data_dir):
     assert set(result["tasks"]) == {"boolq", "winogrande", "arc_easy"}
     assert "acc_norm" in result["tasks"]["arc_easy"] and "acc_norm" not in result["tasks"]["boolq"]
     assert all(0.0 <= v <= 1.0 for row in result["tasks"].values() for v in row.values())
+    # the standard error of each score (closed form for a mean: sqrt(p(1-p)/(n-1)) on 4 documents), and the count
+    arc = result["tasks"]["arc_easy"]
+    assert arc["acc_norm_stderr"] == pytest.approx((arc["acc_norm"] * (1 - arc["acc_norm"]) / 3) ** 0.5, abs=1e-6)
+    assert result["documents"] == {"boolq": 4, "winogrande": 4, "arc_easy": 4}
