@@ -8,8 +8,10 @@ from distributed.ray_pool import WorkersLostError
 from pruning.families import UnsupportedModelError
 from pruning.budget import BudgetError
 from pruning.data import DataUnavailableError
+from pruning.checkpoint import CorruptCheckpointError, DiskFullError
 from pruning.loading import ModelLoadError
 from pruning.placement import PlacementError
 
 USER_ERRORS = (PlacementError, AgentError, PromptError, RunNotFoundError, ModelLoadError, BudgetError, DataUnavailableError, UnsupportedModelError,
-               LlamaCppError, LocalServerError, WorkersLostError, ValueError, FileNotFoundError)
+               LlamaCppError, LocalServerError, WorkersLostError, CorruptCheckpointError, DiskFullError, ValueError,
+               FileNotFoundError)

@@ -176,6 +176,16 @@ def padding_cost(padded: list[PaddedLayer]) -> dict:
 
 
 def write_decilm(model_dir: str | Path, out_dir: str | Path, max_shard_bytes: int = 5 * 10**9) -> dict:
+    """The DeciLM folder, written aside and moved into place whole (pruning.checkpoint.written_aside);
+    a truncated input shard is refused first, naming it."""
+    from pruning.checkpoint import check_safetensors, written_aside
+
+    check_safetensors(model_dir)
+    with written_aside(out_dir) as partial:
+        return _write_decilm_into(model_dir, partial, max_shard_bytes)
+
+
+def _write_decilm_into(model_dir: str | Path, out_dir: str | Path, max_shard_bytes: int = 5 * 10**9) -> dict:
     """Write the DeciLM folder; returns the padding cost (real vs stored heads)."""
     from pruning.checkpoint import save_sharded
 

@@ -71,7 +71,9 @@ def export_gguf(folder: Path, name: str, targets: dict[str, Path], progress_fact
     """f16/bf16 are written directly; q8_0/q4_k_m by llama.cpp's own quantizer from a lossless
     base (bf16 for a bf16 checkpoint, else f16), kept only if it was asked for. One row per file."""
     from deploy.gguf_export import write_gguf
+    from pruning.checkpoint import check_safetensors
 
+    check_safetensors(folder)  # a truncated shard: one line naming it, before anything is written
     rows: list[dict] = []
     noted = []
 

@@ -208,28 +208,37 @@ def write_gguf(model_dir: str | Path, out: str | Path, base_type: str = "f16", n
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
-    writer = gguf.GGUFWriter(str(tmp), ARCH)
-    tokenizer = _write_metadata(writer, reader, base_type, name or reader.directory.name)
-    pairs = _plan_tensors(reader)
-    factors = llama3_rope_factors(reader.config, reader.head_dim) if (
-        (_rope_scaling(reader.config) or {}).get("rope_type") == "llama3") else None
-    if factors is not None:
-        writer.add_tensor_info("rope_freqs.weight", factors.shape, factors.dtype, factors.nbytes)
-    total = 0
-    for hf, name in pairs:
-        shape, dtype, nbytes, raw = _tensor_info(reader, hf, base_type)
-        writer.add_tensor_info(name, shape, dtype, nbytes, raw_dtype=raw)
-        total += nbytes
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    if factors is not None:
-        writer.write_tensor_data(factors)
-    for k, (hf, _) in enumerate(pairs):
-        writer.write_tensor_data(_convert(reader, hf, base_type))
-        if progress:
-            progress(k + 1, len(pairs))
-    writer.close()
+    try:
+        writer = gguf.GGUFWriter(str(tmp), ARCH)
+        tokenizer = _write_metadata(writer, reader, base_type, name or reader.directory.name)
+        pairs = _plan_tensors(reader)
+        factors = llama3_rope_factors(reader.config, reader.head_dim) if (
+            (_rope_scaling(reader.config) or {}).get("rope_type") == "llama3") else None
+        if factors is not None:
+            writer.add_tensor_info("rope_freqs.weight", factors.shape, factors.dtype, factors.nbytes)
+        total = 0
+        for hf, name in pairs:
+            shape, dtype, nbytes, raw = _tensor_info(reader, hf, base_type)
+            writer.add_tensor_info(name, shape, dtype, nbytes, raw_dtype=raw)
+            total += nbytes
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        if factors is not None:
+            writer.write_tensor_data(factors)
+        for k, (hf, _) in enumerate(pairs):
+            writer.write_tensor_data(_convert(reader, hf, base_type))
+            if progress:
+                progress(k + 1, len(pairs))
+        writer.close()
+    except BaseException as err:  # nothing half-written is left; a full disk is named as such
+        tmp.unlink(missing_ok=True)
+        from pruning.checkpoint import DiskFullError, is_disk_full
+
+        if is_disk_full(err):
+            raise DiskFullError(28, f"no space left on the disk of {out.parent} while writing {out.name}: nothing "
+                                f"half-written was left; free space or write elsewhere (--out)") from err
+        raise
     tmp.replace(out)  # a killed export never leaves a file that looks whole
     notes = []
     if reader.hidden_size % 256 or any(layer.intermediate_size % 256 for layer in reader.layers()):
