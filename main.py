@@ -101,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OUR_PACKAGES = {"agents", "assembly", "commands", "deploy", "distributed", "evaluation", "experiments", "graphs",
+                "pruning", "store", "tools", "ui", "main", "__main__"}
+
+
+def raised_by_us(err: BaseException) -> bool:
+    """Was the error raised in our own code (a check of the user's input), not inside a library? A
+    ValueError from deep inside torch or transformers is a bug to report with its traceback, not
+    "bad input"."""
+    tb, module = err.__traceback__, None
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        tb = tb.tb_next
+    return module is None or module.split(".")[0] in OUR_PACKAGES
+
+
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -211,10 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # known input errors become one line; bugs keep their traceback
         from commands.errors import USER_ERRORS
 
-        if isinstance(err, USER_ERRORS) and not os.environ.get("SELF_PRUNER_DEBUG"):
+        if isinstance(err, USER_ERRORS) and raised_by_us(err) and not os.environ.get("SELF_PRUNER_DEBUG"):
             fail(str(err))
             return EXIT_USAGE
-        raise
+        raise  # a bug, ours or a library's: the traceback, exit 1
     return 0
 
 

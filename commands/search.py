@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from datetime import datetime
 from pathlib import Path
@@ -225,8 +226,11 @@ def _search_stages(config: RunConfig, run_id, run_dir, resume, prompts, backend)
         print_summary(console, summary, budget)
         console.print(f"report: {run_dir / 'report.md'}")
         return 0
-    except BaseException:
+    except BaseException as err:
         store.set_status("interrupted")
+        if isinstance(err, KeyboardInterrupt):  # Ctrl-C: say how to go on (what was evaluated is in run.db)
+            err_console.print(f"interrupted; what was evaluated is kept. Resume with: "
+                              f"python main.py --resume {shlex.quote(str(run_dir))}", soft_wrap=True)
         raise
     finally:
         if workers is not None:

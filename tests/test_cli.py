@@ -130,9 +130,11 @@ def test_eval_on_a_directory_that_is_not_a_model(tmp_path, cli):
 
 
 @pytest.mark.integration
-def test_cli_search_killed_and_resumed(tmp_path, shared_data_dir):
-    """`main.py --resume DIR` continues the same run (same id, same checkpoint thread): no
-    candidate evaluated twice, one run row, status finished."""
+def test_cli_search_interrupted_and_resumed(tmp_path, shared_data_dir):
+    """Ctrl-C (SIGINT) mid-search exits 130 and prints the resume command; that command continues the
+    same run (same id, same checkpoint thread): no candidate evaluated twice, one run row, status
+    finished. (A SIGKILLed search resumes the same way: tests/test_resume.py, tests/test_ray_workers.py.)"""
+    import shlex
     import signal
     import sqlite3
     import time
@@ -145,7 +147,7 @@ def test_cli_search_killed_and_resumed(tmp_path, shared_data_dir):
         args += ["--data-dir", shared_data_dir]
     env = dict(os.environ, HF_HUB_OFFLINE="1", SELF_PRUNER_CACHE=str(tmp_path / "cache"))
     process = subprocess.Popen([sys.executable, "main.py", *args], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def count(query):
         try:
@@ -157,10 +159,13 @@ def test_cli_search_killed_and_resumed(tmp_path, shared_data_dir):
     deadline = time.monotonic() + 300
     while count("select count(*) from evaluations") < 5 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    command = stderr.split("Resume with: ")[1].split("\n")[0].strip()
+    assert command == f"python main.py --resume {out}"
     before = count("select count(*) from evaluations")
-    result = run_cli("--resume", str(out), env_extra={"SELF_PRUNER_CACHE": str(tmp_path / "cache")})
+    result = run_cli(*shlex.split(command)[2:], env_extra={"SELF_PRUNER_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["evaluations"] == before + summary["evaluations_this_session"]  # nothing evaluated twice

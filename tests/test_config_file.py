@@ -66,3 +66,23 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("self-pruner ")
+
+
+def test_bad_input_is_one_line_but_a_library_bug_keeps_its_traceback(monkeypatch, capsys):
+    """Our own checks (a ValueError raised in our code) are one line and exit 2; a ValueError raised
+    inside a library (here the json module) is a bug: it propagates with its traceback (exit 1)."""
+    import json
+
+    import commands.runs as runs
+
+    from pruning.budget import parse_param_count
+
+    monkeypatch.setattr(runs, "run_list", lambda args: parse_param_count("abc", 100))  # raises in our code
+    assert main(["runs"]) == 2 and "cannot read budget" in capsys.readouterr().err
+
+    def library_bug(args):
+        return json.loads("{")
+
+    monkeypatch.setattr(runs, "run_list", library_bug)
+    with pytest.raises(json.JSONDecodeError):
+        main(["runs"])
