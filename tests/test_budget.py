@@ -54,3 +54,14 @@ def test_budget_below_bounds_minimum():
     minimum = shape.total_params() - shape.block_params() // 2
     with pytest.raises(BudgetError, match="smallest model the rate bounds allow"):
         budget_from_args(shape, None, 0.8, min_params=minimum)
+
+
+def test_a_budget_that_removes_most_of_the_blocks_is_said_before_any_work():
+    from pruning.budget import Budget, heavy_budget_warning
+
+    # Gemma-3-270M's shape in numbers: embeddings 63% of the model; 190m of 268m removes 78% of the blocks
+    gemma = Budget(target_params=190_000_000, dense_params=268_098_176, block_params=100_000_000,
+                   description="budget 190m")
+    warning = heavy_budget_warning(gemma)
+    assert warning and "78% of the decoder blocks" in warning and "63% of the model" in warning
+    assert heavy_budget_warning(Budget(213_000_000, 268_098_176, 100_000_000, "rate 0.55")) is None
