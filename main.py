@@ -97,7 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--quant", default="f16", help="GGUF type when exporting a checkpoint (default f16)")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: up to 4)")
-    serve.add_argument("--ctx", type=int, default=None, help="context in tokens (default: the model's, 4096-8192)")
+    serve.add_argument("--ctx", type=int, default=None, help="context in tokens per slot (default: the model's, "
+                                                             "4096-8192)")
+    serve.add_argument("--parallel", type=int, default=1, metavar="N",
+                       help="requests served at once (llama.cpp slots, batched together; each gets --ctx)")
+    serve.add_argument("--api-key", default=None, metavar="KEY",
+                       help="requests must carry `Authorization: Bearer KEY` (default: $SELF_PRUNER_API_KEY); required "
+                            "with a --host other than loopback unless --no-api-key")
+    serve.add_argument("--no-api-key", action="store_true",
+                       help="serve a non-loopback --host without a key (anyone who reaches the port can use it)")
+    serve.add_argument("--alias", default=None, metavar="NAME",
+                       help="model name clients see in /v1/models (default: the GGUF's file name, not its local path)")
+    serve.add_argument("--gpu-layers", type=int, default=-1, metavar="N",
+                       help="layers offloaded to a GPU by a CUDA build of llama.cpp (-1: llama.cpp's default, all)")
     return parser
 
 

@@ -9,7 +9,10 @@ and at most 8192 tokens: the embedded SmolLM2-135M was trained on 8192, which an
 needs (an 80-layer crosser prompt alone is ~4000 tokens, see agents/limits.py). The size of the
 KV cache does not change what the model answers, only the memory it reserves.
 
-    python -m agents.local_server MODEL.gguf PORT THREADS CTX [HOST]   (what the child runs)
+    python -m agents.local_server MODEL.gguf PORT THREADS CTX [HOST [SLOTS [ALIAS [GPU_LAYERS]]]]   (what the child runs)
+
+An API key (`main.py serve --api-key`) reaches the child in its environment (API_KEY_ENV), never on
+its command line, where any user of the machine could read it.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import urllib.request
 from pathlib import Path
 
 
+API_KEY_ENV = "SELF_PRUNER_SERVER_API_KEY"
 DEFAULT_CTX = 4096  # the floor (and the context when the GGUF does not say)
 MAX_AUTO_CTX = 8192  # the ceiling of the automatic choice: KV memory grows with it
 
@@ -97,9 +101,13 @@ def _die_with_parent() -> None:
 
 class LocalLlamaServer:
     def __init__(self, gguf: str | Path, threads: int | None = None, ctx: int | None = None,
-                 startup_timeout: float = 120.0, port: int | None = None, host: str = "127.0.0.1", slots: int = 1):
+                 startup_timeout: float = 120.0, port: int | None = None, host: str = "127.0.0.1", slots: int = 1,
+                 api_key: str | None = None, alias: str | None = None, gpu_layers: int = -1):
         """slots: requests served at once (llama.cpp's parallel slots, batched together); `ctx` is each
-        slot's context (the server gets slots x ctx)."""
+        slot's context (the server gets slots x ctx). api_key: requests without it are refused (401);
+        alias: the model name /v1/models shows (default: llama.cpp's, the file's path); gpu_layers:
+        layers offloaded to a GPU (-1: llama.cpp's default, every layer where its build has a GPU; a CPU
+        build ignores it)."""
         self.gguf = Path(gguf)
         if not self.gguf.is_file():
             raise LocalServerError(f"agent model {gguf} is not a file")
@@ -109,6 +117,7 @@ class LocalLlamaServer:
         self.ctx = ctx or auto_context(self.gguf)  # None: from the GGUF (see the module docstring)
         self.startup_timeout = startup_timeout
         self.slots = max(1, slots)
+        self.api_key, self.alias, self.gpu_layers = api_key, alias, gpu_layers
         self.process: subprocess.Popen | None = None
 
     @property
@@ -117,9 +126,12 @@ class LocalLlamaServer:
 
     def start(self) -> "LocalLlamaServer":
         cmd = [sys.executable, "-m", "agents.local_server", str(self.gguf), str(self.port), str(self.threads),
-               str(self.ctx * self.slots), self.host, str(self.slots)]
+               str(self.ctx * self.slots), self.host, str(self.slots), self.alias or "", str(self.gpu_layers)]
         root = Path(__file__).resolve().parent.parent
         env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.pop(API_KEY_ENV, None)
+        if self.api_key:
+            env[API_KEY_ENV] = self.api_key
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                                         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         atexit.register(self.stop)
@@ -163,7 +175,8 @@ class LocalLlamaServer:
         self.stop()
 
 
-def _serve(gguf: str, port: int, threads: int, ctx: int, host: str = "127.0.0.1", slots: int = 1) -> None:
+def _serve(gguf: str, port: int, threads: int, ctx: int, host: str = "127.0.0.1", slots: int = 1, alias: str = "",
+           gpu_layers: int = -1) -> None:
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -174,6 +187,11 @@ def _serve(gguf: str, port: int, threads: int, ctx: int, host: str = "127.0.0.1"
     params.hostnames = [host]
     params.port = port
     params.n_parallel = slots  # each slot gets ctx / slots
+    if os.environ.get(API_KEY_ENV):
+        params.api_keys = [os.environ[API_KEY_ENV]]
+    if alias:
+        params.model_alias = {alias}
+    params.n_gpu_layers = gpu_layers
     server = xllamacpp.Server(params)  # noqa: F841 (serves on its own threads while we wait)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -185,4 +203,4 @@ def _serve(gguf: str, port: int, threads: int, ctx: int, host: str = "127.0.0.1"
 
 if __name__ == "__main__":
     _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6],
-           *[int(a) for a in sys.argv[6:7]])
+           *[int(a) for a in sys.argv[6:7]], *sys.argv[7:8], *[int(a) for a in sys.argv[8:9]])

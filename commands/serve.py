@@ -2,6 +2,8 @@
 llama.cpp's own server (xllamacpp), run as a child process the way the local agent's is."""
 from __future__ import annotations
 
+import ipaddress
+import os
 import signal
 import time
 from pathlib import Path
@@ -42,16 +44,46 @@ def port_free(host: str, port: int) -> None:
             raise LocalServerError(f"cannot listen on {host}:{port} ({err.strerror}): pick another --port") from err
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def api_key_for(args) -> str | None:
+    """--api-key, else $SELF_PRUNER_API_KEY; refused (bad input) when the server would listen beyond
+    this machine without one, unless --no-api-key says so on purpose."""
+    key = args.api_key or os.environ.get("SELF_PRUNER_API_KEY") or None
+    if key is None and not is_loopback(args.host):
+        if not args.no_api_key:
+            raise ValueError(f"--host {args.host} listens beyond this machine: give --api-key KEY (or "
+                             f"$SELF_PRUNER_API_KEY) so that only clients with the key are served, or --no-api-key "
+                             f"to serve anyone who reaches the port")
+        err_console.print(f"[bold yellow]warning:[/] serving {args.host}:{args.port} without an API key: anyone who "
+                          f"reaches the port can use it")
+    return key
+
+
 def run_serve(args) -> int:
     from agents.local_server import LocalLlamaServer
 
+    key = api_key_for(args)  # before anything starts
+    if args.parallel < 1:
+        raise ValueError(f"--parallel {args.parallel}: must be at least 1")
     port_free(args.host, args.port)  # before any export: a taken port is a one-line error
     gguf = gguf_for(args.target, args.quant)
-    server = LocalLlamaServer(gguf, threads=args.threads, ctx=args.ctx, port=args.port, host=args.host)
+    alias = args.alias or gguf.stem
+    server = LocalLlamaServer(gguf, threads=args.threads, ctx=args.ctx, port=args.port, host=args.host,
+                              slots=args.parallel, api_key=key, alias=alias, gpu_layers=args.gpu_layers)
     with err_console.status(f"starting llama.cpp server on {args.host}:{args.port} ..."):
         server.start()
-    console.print(f"serving {gguf.name} at {server.base_url}  (OpenAI-compatible; model name: any)")
-    console.print(f"try: curl {server.base_url}/chat/completions -H 'Content-Type: application/json' "
+    console.print(f"serving {gguf.name} at {server.base_url}  (OpenAI-compatible; model name {alias!r}; "
+                  f"{args.parallel} request(s) at once{'; API key required' if key else ''})")
+    auth = " -H 'Authorization: Bearer $KEY'" if key else ""
+    console.print(f"try: curl {server.base_url}/chat/completions{auth} -H 'Content-Type: application/json' "
                   "-d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")
     console.print("stop with Ctrl-C")
     stop = []
