@@ -77,36 +77,48 @@ def export_gguf(folder: Path, name: str, targets: dict[str, Path], progress_fact
     rows: list[dict] = []
     noted = []
 
-    def write(kind: str, path: Path) -> None:
+    def write(kind: str, path: Path):
         with (progress_factory(f"GGUF {kind}") if progress_factory else nullcontext()) as progress:
             summary = write_gguf(folder, path, kind, name=name, progress=progress)
         if not noted:
             noted.append(1)
             for note in (f"tokenizer {summary.tokenizer}", *summary.notes):
                 say(f"gguf: {note}")
+        if summary.splits:
+            say(f"gguf {kind}: {len(summary.splits)} splits (over 45 GB); llama.cpp loads them from {summary.path.name}")
+        return summary
+
+    def row(kind: str, summary) -> dict:
+        files = summary.splits or (summary.path,)
+        return {"format": "gguf", "type": kind, "file": str(summary.path), "bytes": sum(f.stat().st_size for f in files),
+                **({"splits": [str(f) for f in files]} if summary.splits else {})}
 
     for kind in ("f16", "bf16"):
         if kind in targets:
-            write(kind, targets[kind])
-            rows.append({"format": "gguf", "type": kind, "file": str(targets[kind]), "bytes": targets[kind].stat().st_size})
+            rows.append(row(kind, write(kind, targets[kind])))
     quantized = [q for q in targets if q not in ("f16", "bf16")]
     if quantized:
+        from deploy.gguf_export import GGUFSummary
         from deploy.llamacpp_runtime import quantize
 
         lossless = "bf16" if CheckpointReader(folder).dtype() == torch.bfloat16 else "f16"
-        base = targets.get(lossless) or targets.get("f16") or targets.get("bf16")
-        temporary = base is None
+        written = {r["type"]: r for r in rows}
+        base_row = written.get(lossless) or written.get("f16") or written.get("bf16")
+        temporary = base_row is None
         if temporary:
-            base = targets[quantized[0]].with_name(f"{name}-{lossless}.base.gguf")
-            write(lossless, base)
+            summary = write(lossless, targets[quantized[0]].with_name(f"{name}-{lossless}.base.gguf"))
+            base_files, base = summary.splits or (summary.path,), summary.path
+        else:
+            base_files, base = [Path(f) for f in base_row.get("splits", [base_row["file"]])], Path(base_row["file"])
         try:
             for q in quantized:
                 say(f"llama.cpp quantize -> {q}")
-                quantize(base, targets[q], q)
-                rows.append({"format": "gguf", "type": q, "file": str(targets[q]), "bytes": targets[q].stat().st_size})
+                quantize(base, targets[q], q)  # a split base is read whole; the quantized file is one file
+                rows.append(row(q, GGUFSummary(targets[q], 0, 0, "")))
         finally:
             if temporary:
-                base.unlink(missing_ok=True)
+                for path in base_files:
+                    Path(path).unlink(missing_ok=True)
     return rows
 
 

@@ -20,6 +20,8 @@ time, so a 70B export needs about one tensor of RAM.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +50,17 @@ def layer_names(family: Family) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class GGUFSummary:
-    path: Path
+    path: Path  # the file, or the first of its splits (what llama.cpp is given: it finds the others)
     tensors: int
     bytes: int
     tokenizer: str
     notes: tuple[str, ...] = ()
+    splits: tuple[Path, ...] = ()  # every file, when split (`-0000N-of-0000M.gguf`)
+
+
+# The hub refuses files over 50 GB: a GGUF larger than this is written as llama.cpp splits
+# (NAME-00001-of-0000M.gguf ...; llama.cpp loads them given the first), e.g. a 70B f16 (~140 GB).
+SPLIT_BYTES = 45 * 10**9
 
 
 def gguf_name(hf_name: str, family: Family) -> str | None:
@@ -199,17 +207,22 @@ def _tensor_info(reader: CheckpointReader, hf: str, base_type: str) -> tuple[tup
 
 
 def write_gguf(model_dir: str | Path, out: str | Path, base_type: str = "f16", name: str | None = None,
-               progress=None) -> GGUFSummary:
-    """Write `out` from the checkpoint folder `model_dir`; `base_type` f16, bf16 or f32."""
+               progress=None, max_file_bytes: int = SPLIT_BYTES) -> GGUFSummary:
+    """Write `out` from the checkpoint folder `model_dir`; `base_type` f16, bf16 or f32. Above
+    `max_file_bytes` of tensors, llama.cpp splits beside `out` instead (`OUT-00001-of-0000M.gguf`, ...).
+    Everything is written in a hidden folder beside `out` and moved into place when complete."""
     if base_type not in BASE_TYPES:
         raise ExportError(f"GGUF base type must be one of {', '.join(BASE_TYPES)}, not {base_type!r}")
     reader = CheckpointReader(model_dir)
     check_expressible(reader)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
+    aside = out.parent / f".{out.name}.part-{os.getpid()}"
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    tmp = aside / out.name
     try:
-        writer = gguf.GGUFWriter(str(tmp), ARCH)
+        writer = gguf.GGUFWriter(str(tmp), ARCH, split_max_size=max_file_bytes)
         tokenizer = _write_metadata(writer, reader, base_type, name or reader.directory.name)
         pairs = _plan_tensors(reader)
         factors = llama3_rope_factors(reader.config, reader.head_dim) if (
@@ -232,15 +245,23 @@ def write_gguf(model_dir: str | Path, out: str | Path, base_type: str = "f16", n
                 progress(k + 1, len(pairs))
         writer.close()
     except BaseException as err:  # nothing half-written is left; a full disk is named as such
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(aside, ignore_errors=True)
         from pruning.checkpoint import DiskFullError, is_disk_full
 
         if is_disk_full(err):
             raise DiskFullError(28, f"no space left on the disk of {out.parent} while writing {out.name}: nothing "
                                 f"half-written was left; free space or write elsewhere (--out)") from err
         raise
-    tmp.replace(out)  # a killed export never leaves a file that looks whole
+    # a killed export never leaves a file that looks whole: the files appear only now
+    written = sorted(aside.iterdir())
+    for old in [out, *out.parent.glob(f"{out.stem}-0*-of-0*.gguf")]:  # an earlier export under this name
+        old.unlink(missing_ok=True)
+    for path in written:
+        path.replace(out.parent / path.name)
+    aside.rmdir()
+    splits = tuple(out.parent / p.name for p in written) if len(written) > 1 else ()
+    out = splits[0] if splits else out
     notes = []
     if reader.hidden_size % 256 or any(layer.intermediate_size % 256 for layer in reader.layers()):
         notes.append("some row lengths are not multiples of 256: k-quants (q4_k_m) fall back to other types there")
-    return GGUFSummary(out, len(pairs) + (factors is not None), total, tokenizer, tuple(notes))
+    return GGUFSummary(out, len(pairs) + (factors is not None), total, tokenizer, tuple(notes), splits)

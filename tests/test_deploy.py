@@ -209,3 +209,23 @@ def test_llama_layout_families_run_in_llama_cpp(tmp_path, family):
     with LlamaCppModel(tmp_path / "m.gguf", n_ctx=32) as runtime:
         got = np.stack([runtime.logits(row.tolist()) for row in ids])
     assert np.allclose(got, expected, atol=2e-3, rtol=1e-3)
+
+
+@needs_llama_cpp
+def test_a_gguf_over_the_limit_is_written_as_splits_llama_cpp_loads(tmp_path):
+    """Above max_file_bytes (45 GB by default: the hub's per-file limit is 50) the GGUF is llama.cpp
+    splits, NAME-0000N-of-0000M.gguf; llama.cpp given the first gives the one file's logits."""
+    from deploy.llamacpp_runtime import LlamaCppModel
+
+    _, ckpt = saved_checkpoint(tmp_path)
+    whole = write_gguf(ckpt, tmp_path / "whole" / "m.gguf", "f32")
+    split = write_gguf(ckpt, tmp_path / "split" / "m.gguf", "f32", max_file_bytes=whole.bytes // 3)
+    assert not whole.splits and len(split.splits) >= 3 and split.path == split.splits[0]
+    names = sorted(p.name for p in (tmp_path / "split").iterdir())
+    assert names == [f"m-{i:05d}-of-{len(names):05d}.gguf" for i in range(1, len(names) + 1)]  # nothing else left
+    ids = tiny_inputs(2, 32, seed=4)
+    logits = {}
+    for key, path in (("whole", whole.path), ("split", split.path)):
+        with LlamaCppModel(path, n_ctx=32) as runtime:
+            logits[key] = np.stack([runtime.logits(row.tolist()) for row in ids])
+    assert np.array_equal(logits["whole"], logits["split"])
