@@ -243,18 +243,31 @@ def upgraded(stored: dict) -> dict:
     return {**stored, "reconstruct": "bias" if on else "off"}
 
 
+GROUP_TITLES = {"model": "model and machine", "budget": "budget (one of)", "pruning": "pruning and calibration",
+                "agent": "the LLM agent", "search": "the search's roles and prompts",
+                "evolution": "the evolution and its fitness", "workers": "where evaluations run (Ray)",
+                "finalize": "finalize: evaluation, timing, outputs"}
+
+
 def add_options(parser: argparse.ArgumentParser, *groups: str) -> None:
-    """The command-line options of these groups, generated from RunConfig's fields."""
+    """The command-line options of these groups, generated from RunConfig's fields, each group under
+    its own heading in --help, with its default shown."""
+    sections: dict[str, argparse._ArgumentGroup] = {}
     exclusive = None
     for f in fields(RunConfig):
         meta = f.metadata
         if meta["group"] not in groups:
             continue
-        target = parser
+        if meta["group"] not in sections:
+            sections[meta["group"]] = parser.add_argument_group(GROUP_TITLES[meta["group"]])
+        target = sections[meta["group"]]
         if meta["group"] == "budget":  # --budget and --rate: one or the other
-            exclusive = exclusive or parser.add_mutually_exclusive_group()
+            exclusive = exclusive or target.add_mutually_exclusive_group()
             target = exclusive
         kw = dict(meta["argparse"])
+        help_text = meta["help"]
         if kw.get("action") != "store_true":
             kw["default"] = f.default
-        target.add_argument("--" + f.name.replace("_", "-"), help=meta["help"], **kw)
+            if f.default not in (None, "", ()):
+                help_text += " (default: %(default)s)"
+        target.add_argument("--" + f.name.replace("_", "-"), help=help_text, **kw)

@@ -9,6 +9,18 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXAMPLES = """examples:
+  main.py                                         the quick preset: embedded model, local agent, rate 0.2
+  main.py --model llama-2-70b --budget 35b        search a 35B plan for LLaMA-2-70B
+  main.py --config run.yaml --seed 1              options from a file, one changed
+  main.py --resume runs/<run-id>                  continue a killed or interrupted run
+  main.py plan --model llama-2-70b --budget 35b   what a run needs, before any weight is read
+  main.py prune --model M --rate 0.3              one allocation, no search
+  main.py export runs/<run-id>/model              GGUF for llama.cpp (--format decilm: vLLM)
+  main.py serve FILE.gguf --api-key KEY           an OpenAI-compatible endpoint
+  main.py completion bash                         shell completion: eval "$(self-pruner completion bash)"
+
+each subcommand has its own --help."""
 
 
 def _program() -> str:
@@ -18,7 +30,8 @@ def _program() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from assembly.config import add_options  # every run setting, its default and its help: RunConfig
 
-    parser = argparse.ArgumentParser(prog=_program(), description="Self-Pruner: structured pruning of LLaMA-family models.")
+    parser = argparse.ArgumentParser(prog=_program(), description="Self-Pruner: structured pruning of LLaMA-family models.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     add_options(parser, "model", "budget", "pruning", "agent", "search", "evolution", "workers", "finalize")
     parser.add_argument("--resume", default=None, metavar="RUN", help="continue the run with this id or folder")
     parser.add_argument("--version", action="version", version=f"self-pruner {package_version()}")
@@ -89,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--quant", default="f16", help="GGUF types, comma list of f16, bf16, q8_0, q4_k_m (default f16)")
     export.add_argument("--out", default=None, help="FILE.gguf (one type) or folder; DeciLM: folder "
                                                      "(default: beside the checkpoint, <name>-<type>.gguf / <name>-decilm)")
+
+    completion = sub.add_parser("completion", help="print a shell completion script: eval \"$(self-pruner completion bash)\"")
+    completion.add_argument("shell", choices=["bash"], help="the shell (bash)")
 
     serve = sub.add_parser("serve", help="an OpenAI-compatible endpoint of a model through llama.cpp's server")
     serve.add_argument("target", metavar="MODEL", help="FILE.gguf, or a checkpoint folder or alias (exported first)")
@@ -224,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             from commands.serve import run_serve
 
             return run_serve(args)
+        if args.command == "completion":
+            from commands.completion import run_completion
+
+            return run_completion(args, parser)
         if args.command == "eval":
             from commands.evaluate import run_eval
 

@@ -86,3 +86,23 @@ def test_bad_input_is_one_line_but_a_library_bug_keeps_its_traceback(monkeypatch
     monkeypatch.setattr(runs, "run_list", library_bug)
     with pytest.raises(json.JSONDecodeError):
         main(["runs"])
+
+
+def test_help_groups_options_with_defaults_and_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "the evolution and its fitness:" in text and "survivors per generation (default: 4)" in text
+    assert "examples:" in text and "--config run.yaml" in text
+
+
+def test_bash_completion_completes_subcommands_and_their_options(tmp_path, capsys):
+    import subprocess
+
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "completion.sh"
+    script.write_text(capsys.readouterr().out)
+    probe = (f'source {script}; COMP_WORDS=(self-pruner pru); COMP_CWORD=1; _self_pruner; echo "${{COMPREPLY[@]}}"; '
+             'COMP_WORDS=(self-pruner serve --api); COMP_CWORD=2; _self_pruner; echo "${COMPREPLY[@]}"')
+    lines = subprocess.run(["bash", "-c", probe], cwd=tmp_path, capture_output=True, text=True).stdout.splitlines()
+    assert lines == ["prune", "--api-key"]
