@@ -84,12 +84,13 @@ def run_eval_gguf(args) -> int:
     console.print(f"wikitext2 (test, {len(windows)} x {args.eval_seqlen} tokens, llama.cpp)  "
                   f"ppl {results['wikitext2_test_ppl']:.3f}")
     if args.timing:
-        with LlamaCppModel(path, n_ctx=args.eval_seqlen + 64, logits_all=False) as runtime:
+        pp = min(512, len(windows[0]))  # llama-bench's pp512 / tg128, each from an empty context
+        with LlamaCppModel(path, n_ctx=max(pp, 128) + 1, logits_all=False) as runtime:
             with err_console.status("timing (llama.cpp) ..."):
-                speed = runtime.speed(windows[0], decode_tokens=64)
-        results["timing"] = speed.__dict__
-        console.print(f"prompt {speed.prompt_tokens} tokens  {speed.prompt_tokens_per_s:8.1f} tok/s   "
-                      f"decode {speed.decode_tokens_per_s:.1f} tok/s  ({speed.threads} threads)")
+                speed = runtime.bench(windows[0], pp=pp, tg=128)
+        results["timing"] = speed
+        console.print(f"pp{pp} {speed[f'pp{pp}']:8.1f} tok/s   tg128 {speed['tg128']:.1f} tok/s  "
+                      f"({speed['threads']} threads; llama-bench's names)")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2, default=str)

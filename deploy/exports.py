@@ -139,9 +139,13 @@ def export_checkpoint(folder: Path, specs: list[tuple[str, str | None]], name: s
     return rows
 
 
-def measure_gguf(row: dict, windows: torch.Tensor, progress_factory=None, decode_tokens: int = 64) -> dict:
+TG = 128  # tokens generated for llama-bench's tg128
+
+
+def measure_gguf(row: dict, windows: torch.Tensor, progress_factory=None) -> dict:
     """Perplexity of a written GGUF on the given token windows (the checkpoint's own test windows,
-    so the numbers compare directly) and its prompt/decode speed, all in llama.cpp. llama.cpp maps
+    so the numbers compare directly) and its speed as llama-bench states it (pp512, tg128), all in
+    llama.cpp. llama.cpp maps
     the file (pages the kernel can drop), so this holds no second anonymous copy of the model."""
     from deploy.llamacpp_runtime import LlamaCppModel
 
@@ -153,7 +157,7 @@ def measure_gguf(row: dict, windows: torch.Tensor, progress_factory=None, decode
     with LlamaCppModel(row["file"], n_ctx=seqlen) as runtime:
         with (progress_factory(f"GGUF {row['type']} perplexity (llama.cpp)") if progress_factory else nullcontext()) as progress:
             ppl = runtime.perplexity(ids, progress=progress)
-    with LlamaCppModel(row["file"], n_ctx=seqlen + decode_tokens, logits_all=False) as runtime:
-        speed = runtime.speed(ids[0], decode_tokens=decode_tokens)
-    return {**row, "ppl": ppl, "prompt_tokens_per_s": speed.prompt_tokens_per_s,
-            "decode_tokens_per_s": speed.decode_tokens_per_s, "threads": speed.threads}
+    pp = min(512, seqlen)  # llama-bench's pp512 where the windows are that long
+    with LlamaCppModel(row["file"], n_ctx=max(pp, TG) + 1, logits_all=False) as runtime:
+        speed = runtime.bench(ids[0], pp=pp, tg=TG)
+    return {**row, "ppl": ppl, "speed": speed}

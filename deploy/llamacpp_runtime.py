@@ -169,6 +169,18 @@ class LlamaCppModel:
                 best_prompt, best_decode = min(best_prompt, prompt_s), min(best_decode, decode_s)
         return SpeedResult(len(prompt), len(prompt) / best_prompt, decode_tokens, decode_tokens / best_decode, self.threads)
 
+    def bench(self, tokens: list[int], pp: int = 512, tg: int = 128, repeats: int = 3) -> dict:
+        """llama-bench's two numbers, from an empty context each: `pp<pp>`, tokens/s processing a
+        prompt of `pp` tokens, and `tg<tg>`, tokens/s generating `tg` tokens one at a time (best of
+        `repeats` after a warm-up; needs n_ctx >= pp + 1 and a model opened with logits_all=False)."""
+        if len(tokens) < pp:
+            raise ValueError(f"pp{pp} needs a prompt of {pp} tokens, got {len(tokens)}")
+        if self.n_ctx < max(pp, tg) + 1:
+            raise ValueError(f"pp{pp} / tg{tg} need a context of {max(pp, tg) + 1} tokens, this one has {self.n_ctx}")
+        prompt = self.speed(tokens[:pp], decode_tokens=1, repeats=repeats)
+        generate = self.speed(tokens[:1], decode_tokens=tg, repeats=repeats)
+        return {f"pp{pp}": prompt.prompt_tokens_per_s, f"tg{tg}": generate.decode_tokens_per_s, "threads": self.threads}
+
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:

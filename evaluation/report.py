@@ -176,14 +176,16 @@ def worker_lines(workers: dict) -> list[str]:
 
 def export_lines(rows: list[dict], checkpoint_ppl: float | None) -> list[str]:
     """The exported files; each GGUF with its llama.cpp perplexity (same test windows) and speed."""
-    lines = ["## Exports", "", "| format | file | size | test ppl (llama.cpp) | vs checkpoint | prompt tok/s | decode tok/s |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    speeds = next((list(k for k in row["speed"] if k != "threads") for row in rows if row.get("speed")), ["pp512", "tg128"])
+    lines = ["## Exports", "", "| format | file | size | test ppl (llama.cpp) | vs checkpoint | "
+             + " | ".join(f"{k} tok/s" for k in speeds) + " |", "|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         name = row["format"] + (f" {row['type']}" if row.get("type") else "")
         size = f"{row['bytes'] / 1e6:.1f} MB" if row.get("bytes") else ""
         if "ppl" in row:
             drift = f"{(row['ppl'] / checkpoint_ppl - 1) * 100:+.2f}%" if checkpoint_ppl else ""
-            cells = [f"{row['ppl']:.3f}", drift, f"{row['prompt_tokens_per_s']:.0f}", f"{row['decode_tokens_per_s']:.1f}"]
+            speed = row.get("speed") or {}
+            cells = [f"{row['ppl']:.3f}", drift, *(f"{speed[k]:.1f}" if k in speed else "" for k in speeds)]
         else:
             cells = [row.get("note", ""), "", "", ""]
         lines.append(f"| {name} | `{Path(row['file']).name}` | {size} | " + " | ".join(cells) + " |")

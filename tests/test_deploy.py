@@ -229,3 +229,16 @@ def test_a_gguf_over_the_limit_is_written_as_splits_llama_cpp_loads(tmp_path):
         with LlamaCppModel(path, n_ctx=32) as runtime:
             logits[key] = np.stack([runtime.logits(row.tolist()) for row in ids])
     assert np.array_equal(logits["whole"], logits["split"])
+
+
+@needs_llama_cpp
+def test_llama_cpp_speed_is_stated_as_llama_bench_states_it(tmp_path):
+    from deploy.llamacpp_runtime import LlamaCppModel
+
+    _, ckpt = saved_checkpoint(tmp_path)
+    write_gguf(ckpt, tmp_path / "m.gguf", "f32")
+    with LlamaCppModel(tmp_path / "m.gguf", n_ctx=33, logits_all=False) as runtime:
+        speed = runtime.bench(tiny_inputs(1, 32, seed=5)[0].tolist(), pp=32, tg=8, repeats=1)
+        assert set(speed) == {"pp32", "tg8", "threads"} and speed["pp32"] > 0 and speed["tg8"] > 0
+        with pytest.raises(ValueError, match="context of 65"):
+            runtime.bench(list(range(64)), pp=64, tg=8)
