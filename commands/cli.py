@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--eval-seqlen", type=int, default=512)
     evaluate.add_argument("--eval-windows", type=int, default=0, help="WikiText-2 test windows (0 = all)")
     evaluate.add_argument("--timing", action="store_true", help="also time prefill and decode (a GGUF: in llama.cpp)")
+    evaluate.add_argument("--kl-base", default=None, metavar="MODEL",
+                          help="also KL divergence per token to this reference model and top-1 agreement with it "
+                               "(as llama.cpp's perplexity --kl-divergence); `source`: the model a pruned checkpoint "
+                               "came from (its pruning.json). Checkpoints only")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
 

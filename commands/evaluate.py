@@ -1,7 +1,9 @@
 """`main.py eval MODEL`: WikiText-2 test perplexity, zero-shot accuracy, optional timing."""
 from __future__ import annotations
 
+import gc
 import json
+from pathlib import Path
 
 from assembly.placement_options import show_placement
 from pruning.data import load_windows
@@ -10,8 +12,24 @@ from pruning.perplexity import perplexity
 from ui.console import console, err_console, progress_bar
 
 
+def kl_base(args) -> str | None:
+    """--kl-base: a model, or `source` (the model a pruned checkpoint's pruning.json names)."""
+    if not args.kl_base:
+        return None
+    if args.kl_base != "source":
+        return args.kl_base
+    record = Path(args.target) / "pruning.json"
+    if not record.exists():
+        raise ValueError(f"--kl-base source: {args.target} has no pruning.json to name its source model; "
+                         f"give the model instead")
+    return json.loads(record.read_text())["source_model"]
+
+
 def run_eval(args) -> int:
     if args.target.endswith(".gguf"):
+        if args.kl_base:
+            raise ValueError("--kl-base runs on checkpoints; for a GGUF use llama.cpp's own: llama-perplexity "
+                             "--kl-divergence-base")
         return run_eval_gguf(args)
     if args.tasks is None:
         from evaluation.zeroshot_tasks import TASKS
@@ -28,14 +46,39 @@ def run_eval(args) -> int:
             raise ValueError("zero-shot tasks read local files: pass --data-dir DIR (or --tasks none)")
         for task in tasks:
             task_file(task, args.data_dir)  # fail before loading the model
+    reference, base = None, kl_base(args)
+    if base:  # the reference first, then freed: the two models are never in memory together
+        from evaluation.agreement import reference_top_k
+
+        with err_console.status(f"loading the reference {base} ..."):
+            ref = load_model(base, dtype=args.dtype, device=args.device, max_memory=args.max_memory,
+                             offload_folder=args.offload_folder)
+        test = load_windows("wikitext2", "test", ref.tokenizer, args.eval_seqlen, args.data_dir).head(args.eval_windows or None)
+        with err_console.status("the reference's next-token distributions ..."):
+            reference = reference_top_k(ref.model, test.input_ids, args.batch_size)
+        vocab = ref.model.config.vocab_size
+        del ref
+        gc.collect()
     with err_console.status(f"loading {args.target} ..."):
         loaded = load_model(args.target, dtype=args.dtype, device=args.device, max_memory=args.max_memory,
                             offload_folder=args.offload_folder, on_placement=show_placement)
     results = {"model": args.target, "params": sum(p.numel() for p in loaded.model.parameters())}
-    test = load_windows("wikitext2", "test", loaded.tokenizer, args.eval_seqlen, args.data_dir).head(args.eval_windows or None)
+    if not base:
+        test = load_windows("wikitext2", "test", loaded.tokenizer, args.eval_seqlen, args.data_dir).head(args.eval_windows or None)
+    elif loaded.model.config.vocab_size != vocab:
+        raise ValueError(f"--kl-base {base}: its vocabulary ({vocab}) is not {args.target}'s "
+                         f"({loaded.model.config.vocab_size}): not the model it was pruned from")
     with progress_bar("WikiText-2 test perplexity") as progress:
         results["wikitext2_test_ppl"] = perplexity(loaded.model, test, batch_size=args.batch_size, progress=progress)
     console.print(f"wikitext2 (test, {len(test)} x {test.seqlen} tokens)  ppl {results['wikitext2_test_ppl']:.3f}")
+    if reference is not None:
+        from evaluation.agreement import compare
+
+        with err_console.status(f"KL to {base} ..."):
+            results["kl_base"] = {"model": base, **compare(loaded.model, test.input_ids, reference, args.batch_size)}
+        row = results["kl_base"]
+        console.print(f"vs {base}: KL {row['kl']:.4f} per token (top-128 + rest), top-1 agreement "
+                      f"{row['top1_agreement']:.2%} ({row['tokens']} positions)")
     if tasks:
         from evaluation.zeroshot import zero_shot
 

@@ -26,12 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.jobs import Job, Outcome, evaluate_plans
-from pruning.adapter import DecoderAdapter
+from evaluation.logits import next_token_logits
 from pruning.context import PruningContext
 from pruning.data import TokenWindows
 from pruning.genome import PruningPlan
 from pruning.perplexity import lm_head_chunk
-from pruning.placement import input_device
 
 KINDS = ("kl", "ppl")
 TOP_K = 128
@@ -167,20 +166,9 @@ class SampledFitness:
             value = self._kl(model, ids, dense) if self.kind == "kl" else self._ppl(model, ids)
         return value, time.perf_counter() - started
 
-    @torch.inference_mode()
     def _logits(self, model, ids: torch.Tensor):
         """Next-token logits in chunks: (rows of hidden states, targets) per chunk, fp32."""
-        adapter = DecoderAdapter(model)
-        device = input_device(model)
-        head = adapter.lm_head()
-        for start in range(0, ids.shape[0], self.batch_size):
-            batch = ids[start : start + self.batch_size].to(device)
-            hidden = adapter.decoder(input_ids=batch, use_cache=False).last_hidden_state
-            hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
-            targets = batch[:, 1:].reshape(-1)
-            for s in range(0, hidden.shape[0], self.chunk_tokens):
-                logits = head(hidden[s : s + self.chunk_tokens]).float()
-                yield logits, targets[s : s + self.chunk_tokens].to(logits.device)
+        return next_token_logits(model, ids, self.batch_size, self.chunk_tokens)
 
     def _ppl(self, model, ids: torch.Tensor) -> float:
         nll, count = 0.0, 0

@@ -64,6 +64,13 @@ def test_prune_command_writes_a_reloadable_checkpoint(tmp_path, shared_data_dir)
     assert f"{record['params']['total']:,} parameters" in card
     assert f"| pruned | {record['params']['total']:,} | {record['wikitext2_test']['pruned_ppl']:.2f} |" in card
     assert card.count("\n| ") >= len(record["plan"]) and "prune --rate 0.2" in card  # every layer; the command
+    evaluated = run_cli("eval", str(out), "--kl-base", "source", "--tasks", "none", "--dtype", "float32",
+                        "--eval-windows", "2", "--eval-seqlen", "128", "--json", str(tmp_path / "eval.json"),
+                        *(["--data-dir", shared_data_dir] if shared_data_dir else []),
+                        env_extra={"SELF_PRUNER_CACHE": str(tmp_path / "cache")})
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    kl = json.loads((tmp_path / "eval.json").read_text())["kl_base"]
+    assert kl["model"] == "smollm2-135m" and kl["kl"] > 0 and 0.2 < kl["top1_agreement"] < 1 and kl["tokens"] == 2 * 127
 
 
 @pytest.mark.parametrize("args,env,fragment", [
