@@ -182,7 +182,14 @@ def write_decilm(model_dir: str | Path, out_dir: str | Path, max_shard_bytes: in
 
     check_safetensors(model_dir)
     with written_aside(out_dir) as partial:
-        return _write_decilm_into(model_dir, partial, max_shard_bytes)
+        cost = _write_decilm_into(model_dir, partial, max_shard_bytes)
+        card = Path(model_dir) / "README.md"
+        if card.exists():  # the checkpoint's model card, with what this folder is
+            (partial / "README.md").write_text(card.read_text() + (
+                "\n## This folder\n\nThe DeciLM (`nemotron-nas`) export of that checkpoint for vLLM: "
+                "`vllm serve THIS_FOLDER --trust-remote-code`. Removed query heads are stored as exact zeros "
+                f"({cost['query_heads_stored']} stored for {cost['query_heads_real']} real; `decilm_padding.json`).\n"))
+        return cost
 
 
 def _write_decilm_into(model_dir: str | Path, out_dir: str | Path, max_shard_bytes: int = 5 * 10**9) -> dict:
