@@ -116,8 +116,12 @@ def markdown(rows: list[dict], settings: dict, reference: dict) -> str:
     lines = [
         "# Ablation", "",
         f"Model {settings.get('model')}, {settings.get('budget_description') or settings.get('budget')}, "
-        f"{settings.get('max_evals')} fitness evaluations per run "
-        f"(population {settings.get('population')} + {settings.get('generations')} x {settings.get('offspring')}), "
+        + (f"equal search wall time: each run stops after the generation that passes {settings['search_minutes']:g} "
+         f"minutes (--search-minutes; at most {settings.get('generations')} generations of {settings.get('offspring')}), "
+         if settings.get("search_minutes") else
+         f"{settings.get('max_evals')} fitness evaluations per run "
+         f"(population {settings.get('population')} + {settings.get('generations')} x {settings.get('offspring')}), ")
+        +
         f"fitness {settings.get('fitness')} on {settings.get('fitness_tokens')} WikiText-2 validation tokens; "
         f"test PPL on {settings.get('test_windows')} WikiText-2 test windows of {settings.get('eval_seqlen')} tokens.",
         f"{reference.get('name', 'uniform wanda-sp').capitalize()}: fitness {reference['uniform_fitness']:.2f}, test PPL {reference['uniform_test_ppl']:.2f}; "
