@@ -153,8 +153,10 @@ def test_cli_search_interrupted_and_resumed(tmp_path, shared_data_dir):
     if shared_data_dir:
         args += ["--data-dir", shared_data_dir]
     env = dict(os.environ, HF_HUB_OFFLINE="1", SELF_PRUNER_CACHE=str(tmp_path / "cache"))
+    # SIGINT as a terminal sends it (a test run in the background inherits it ignored, and Python keeps that)
     process = subprocess.Popen([sys.executable, "main.py", *args], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def count(query):
         try:
