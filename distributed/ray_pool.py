@@ -108,11 +108,19 @@ class RayEvaluatorPool:
         if self.address is None:
             # a fresh local cluster, never a bare ray.init() (it joins any cluster it finds); our packages
             # first on the workers' path (an older installed copy must not shadow them)
-            os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(
-                os.pathsep) if p])
-            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, self.size * self.cpus),
-                     object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            # (set for the processes ray.init starts, which pass it on to the workers; then put back, so that
+            # nothing else this process starts later inherits it)
+            before = os.environ.get("PYTHONPATH")
+            os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in (before or "").split(os.pathsep) if p])
+            try:
+                ray.init(address="local", num_cpus=max(os.cpu_count() or 1, self.size * self.cpus),
+                         object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            finally:
+                if before is None:
+                    os.environ.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = before
             self.started_cluster = True
         else:
             ray.init(address=self.address, log_to_driver=False, configure_logging=False)

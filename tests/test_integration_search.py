@@ -41,7 +41,7 @@ def test_local_agent_search_end_to_end(tmp_path, shared_data_dir):
     assert summary["best"]["total_params"] <= summary["final"]["params"]["budget"]
     assert (out / "model" / "config.json").exists()
     config = (out / "config.yaml").read_text()  # the run's settings as a file --config reads back
-    assert "generations: 1\n" in config and "agent: local\n" in config and str(out) not in config
+    assert "generations: 1\n" in config and "agent: local\n" in config and "\nout:" not in config
     assert "search cost" in result.stdout
     report = (out / "report.md").read_text()
     assert "## Inference timing" in report and "## Fitness per generation" in report

@@ -3,6 +3,7 @@ outside the repository, works from another folder (`self-pruner --version`, a ti
 bundled data and the prompt sets found) and puts one name, `self_pruner`, into site-packages."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,16 +15,26 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
 
 
+def clean_env(**extra) -> dict:
+    """This process's environment without what would point the new venv at the repository or another
+    environment (a PYTHONPATH makes pip think the checkout's own build is already installed)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")} | extra
+
+
 def run(*args, cwd, timeout=900, env=None):
     result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            env=env)
+                            env=env or clean_env())
     assert result.returncode == 0, f"{args}: {result.stderr[-3000:]}"
     return result
 
 
 def test_the_wheel_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path):
+    # built from a copy of the sources: an in-tree build would reuse (and ship) whatever a stale build/ holds
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info", "tests",
+                                                                 "benchmarks", "__pycache__", ".pytest_cache"))
     dist = tmp_path / "dist"
-    run(sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w", dist,
+    run(sys.executable, "-m", "pip", "wheel", source, "--no-deps", "--no-build-isolation", "-q", "-w", dist,
         cwd=tmp_path)
     wheel = next(dist.glob("self_pruner-*.whl"))
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
@@ -40,8 +51,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_p
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     script = venv / "bin" / "self-pruner"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")} | {
-        "HF_HUB_OFFLINE": "1", "SELF_PRUNER_CACHE": str(tmp_path / "cache")}
+    env = clean_env(HF_HUB_OFFLINE="1", SELF_PRUNER_CACHE=str(tmp_path / "cache"))
     assert run(script, "--version", cwd=elsewhere, env=env).stdout.startswith("self-pruner 0.")
     out = elsewhere / "pruned"
     run(script, "prune", "--rate", "0.2", "--dtype", "float32", "--calib-samples", "2", "--calib-seqlen", "64",
