@@ -95,17 +95,12 @@ def check_feasible(args, settings, offload_folder: str | None = None) -> Estimat
 def ready_machine(args, settings, offload_folder: str | None = None) -> Estimate:
     """Before any weight is read: the budget and the machine checked (`check_feasible`), then the C
     heap set for where the model will compute (`--cpu-heap`, assembly/cpu_heap.py)."""
-    from pruning.budget import Budget, heavy_budget_warning
+    from pruning.budget import heavy_budget_warning
     from ui.console import err_console
 
     est = check_feasible(args, settings, offload_folder)
-    heavy = heavy_budget_warning(Budget(est.target_params, est.dense_params, est.space.shape.block_params(),
-                                        _description(args)))
+    heavy = heavy_budget_warning(est.budget)
     if heavy:
         err_console.print(f"[bold yellow]warning:[/] {heavy}")
     configure_cpu_heap(getattr(args, "cpu_heap", "auto"), est.placement.main_device)
     return est
-
-
-def _description(args) -> str:
-    return f"budget {args.budget}" if getattr(args, "budget", None) else f"rate {args.rate:g}"

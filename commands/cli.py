@@ -4,11 +4,19 @@ Known bad input becomes one `error:` line and exit 2; anything else keeps its tr
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+COMMANDS = {  # subcommand -> (module, function(args) -> exit code); none: the search
+    "prune": ("commands.prune", "run_prune"), "plan": ("commands.plan", "run_plan"),
+    "runs": ("commands.runs", "run_list"), "replay": ("commands.runs", "run_replay"),
+    "ablate": ("commands.ablate", "run_ablate"), "export": ("commands.export", "run_export"),
+    "serve": ("commands.serve", "run_serve"), "eval": ("commands.evaluate", "run_eval"),
+    "completion": ("commands.completion", "run_completion"),
+}
 EXAMPLES = """examples:
   main.py                                         the quick preset: embedded model, local agent, rate 0.2
   main.py --model llama-2-70b --budget 35b        search a 35B plan for LLaMA-2-70B
@@ -174,21 +182,25 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
     path = getattr(args, "config", None)
     if not path:
         return args, []
-    target = parser
-    if args.command:
-        target = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
-    ignored = apply_config_file(target, read_config_file(path), path)
+    ignored = apply_config_file(command_parser(parser, args.command), read_config_file(path), path)
     return parser.parse_args(argv), ignored  # a subcommand's parser applies its own defaults
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser that holds `command`'s options (the top one for the search)."""
+    return subcommands(parser)[command] if command else parser
 
 
 def print_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from assembly.config import FIELD_NAMES, RunConfig
     from assembly.config_file import config_yaml
 
-    target = parser
-    if args.command:
-        target = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
-    names = {a.dest for a in target._actions if a.dest in FIELD_NAMES}
+    names = {a.dest for a in command_parser(parser, args.command)._actions if a.dest in FIELD_NAMES}
     print(config_yaml(RunConfig.from_args(args), names), end="")
 
 
@@ -216,45 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
 
     try:
-        if args.command == "prune":
-            from commands.prune import run_prune
-
-            return run_prune(args)
-        if args.command == "plan":
-            from commands.plan import run_plan
-
-            return run_plan(args)
-        if args.command == "runs":
-            from commands.runs import run_list
-
-            return run_list(args)
-        if args.command == "replay":
-            from commands.runs import run_replay
-
-            return run_replay(args)
-        if args.command == "ablate":
-            from commands.ablate import run_ablate
-
-            return run_ablate(args)
-        if args.command == "export":
-            from commands.export import run_export
-
-            return run_export(args)
-        if args.command == "serve":
-            from commands.serve import run_serve
-
-            return run_serve(args)
-        if args.command == "completion":
-            from commands.completion import run_completion
-
-            return run_completion(args, parser)
-        if args.command == "eval":
-            from commands.evaluate import run_eval
-
-            return run_eval(args)
-        from commands.search import run_search_command
-
-        return run_search_command(args)
+        module, function = COMMANDS.get(args.command, ("commands.search", "run_search_command"))
+        return getattr(importlib.import_module(module), function)(args)  # imported when used: startup stays fast
     except KeyboardInterrupt:
         fail("interrupted")
         return 130
@@ -265,4 +240,3 @@ def main(argv: list[str] | None = None) -> int:
             fail(str(err))
             return EXIT_USAGE
         raise  # a bug, ours or a library's: the traceback, exit 1
-    return 0

@@ -6,16 +6,13 @@ from __future__ import annotations
 import argparse
 
 
-def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
-
-
 def options(parser: argparse.ArgumentParser) -> list[str]:
     return sorted(flag for action in parser._actions for flag in action.option_strings if flag.startswith("--"))
 
 
 def bash_script(parser: argparse.ArgumentParser, program: str = "self-pruner") -> str:
+    from commands.cli import subcommands
+
     subs = subcommands(parser)
     cases = "\n".join(f'        {name}) opts="{" ".join(options(sub))}";;' for name, sub in subs.items())
     top = " ".join(options(parser) + sorted(subs))
@@ -36,6 +33,8 @@ complete -F _self_pruner {program}
 """
 
 
-def run_completion(args, parser: argparse.ArgumentParser) -> int:
-    print(bash_script(parser), end="")
+def run_completion(args) -> int:
+    from commands.cli import build_parser
+
+    print(bash_script(build_parser()), end="")
     return 0

@@ -5,6 +5,8 @@ import gc
 import json
 from pathlib import Path
 
+import torch
+
 from assembly.placement_options import show_placement
 from pruning.data import load_windows
 from pruning.loading import load_model
@@ -59,6 +61,8 @@ def run_eval(args) -> int:
         vocab = ref.model.config.vocab_size
         del ref
         gc.collect()
+        if torch.cuda.is_available():  # the placement of the next model reads free GPU memory
+            torch.cuda.empty_cache()
     with err_console.status(f"loading {args.target} ..."):
         loaded = load_model(args.target, dtype=args.dtype, device=args.device, max_memory=args.max_memory,
                             offload_folder=args.offload_folder, on_placement=show_placement)

@@ -88,17 +88,17 @@ def export_gguf(folder: Path, name: str, targets: dict[str, Path], progress_fact
             say(f"gguf {kind}: {len(summary.splits)} splits (over 45 GB); llama.cpp loads them from {summary.path.name}")
         return summary
 
-    def row(kind: str, summary) -> dict:
-        files = summary.splits or (summary.path,)
-        return {"format": "gguf", "type": kind, "file": str(summary.path), "bytes": sum(f.stat().st_size for f in files),
-                **({"splits": [str(f) for f in files]} if summary.splits else {})}
+    def row(kind: str, path: Path, splits: tuple[Path, ...] = ()) -> dict:
+        files = splits or (path,)
+        return {"format": "gguf", "type": kind, "file": str(path), "bytes": sum(f.stat().st_size for f in files),
+                **({"splits": [str(f) for f in files]} if splits else {})}
 
     for kind in ("f16", "bf16"):
         if kind in targets:
-            rows.append(row(kind, write(kind, targets[kind])))
+            summary = write(kind, targets[kind])
+            rows.append(row(kind, summary.path, summary.splits))
     quantized = [q for q in targets if q not in ("f16", "bf16")]
     if quantized:
-        from deploy.gguf_export import GGUFSummary
         from deploy.llamacpp_runtime import quantize
 
         lossless = "bf16" if CheckpointReader(folder).dtype() == torch.bfloat16 else "f16"
@@ -114,7 +114,7 @@ def export_gguf(folder: Path, name: str, targets: dict[str, Path], progress_fact
             for q in quantized:
                 say(f"llama.cpp quantize -> {q}")
                 quantize(base, targets[q], q)  # a split base is read whole; the quantized file is one file
-                rows.append(row(q, GGUFSummary(targets[q], 0, 0, "")))
+                rows.append(row(q, targets[q]))
         finally:
             if temporary:
                 for path in base_files:

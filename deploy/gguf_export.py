@@ -20,8 +20,6 @@ time, so a 70B export needs about one tensor of RAM.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import torch
 
 from deploy.checkpoint_reader import CheckpointReader, ExportError
 from deploy.gguf_tokenizer import write_tokenizer
+from pruning.checkpoint import aside_folder
 from pruning.families import Family
 
 ARCH = "deci"
@@ -216,12 +215,8 @@ def write_gguf(model_dir: str | Path, out: str | Path, base_type: str = "f16", n
     reader = CheckpointReader(model_dir)
     check_expressible(reader)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    aside = out.parent / f".{out.name}.part-{os.getpid()}"
-    shutil.rmtree(aside, ignore_errors=True)
-    aside.mkdir()
-    tmp = aside / out.name
-    try:
+    with aside_folder(out.parent, out.name) as aside:  # removed on any error: nothing half-written is left
+        tmp = aside / out.name
         writer = gguf.GGUFWriter(str(tmp), ARCH, split_max_size=max_file_bytes)
         tokenizer = _write_metadata(writer, reader, base_type, name or reader.directory.name)
         pairs = _plan_tensors(reader)
@@ -244,14 +239,6 @@ def write_gguf(model_dir: str | Path, out: str | Path, base_type: str = "f16", n
             if progress:
                 progress(k + 1, len(pairs))
         writer.close()
-    except BaseException as err:  # nothing half-written is left; a full disk is named as such
-        shutil.rmtree(aside, ignore_errors=True)
-        from pruning.checkpoint import DiskFullError, is_disk_full
-
-        if is_disk_full(err):
-            raise DiskFullError(28, f"no space left on the disk of {out.parent} while writing {out.name}: nothing "
-                                f"half-written was left; free space or write elsewhere (--out)") from err
-        raise
     # a killed export never leaves a file that looks whole: the files appear only now
     written = sorted(aside.iterdir())
     for old in [out, *out.parent.glob(f"{out.stem}-0*-of-0*.gguf")]:  # an earlier export under this name

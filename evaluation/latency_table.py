@@ -25,11 +25,12 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from evaluation.timing import _clock
 
 MLP_POINTS = 24  # MLP widths timed (evenly spread over the unit counts; the rest interpolated)
 # Weights streamed per timed pass: a module timed alone keeps its weights in the CPU's cache, which
@@ -46,7 +47,7 @@ class LatencyTable:
     def __init__(self, attention: dict[tuple[int, int], float], mlp: dict[int, float], per_layer: float, meta: dict):
         self.attention, self.mlp, self.per_layer, self.meta = attention, mlp, per_layer, meta
         self._widths = sorted(mlp)
-        self._dense: dict[int, float] = {}
+        self._dense: float | None = None  # the dense model's seconds: one shape per table (its meta)
 
     # -- prediction --------------------------------------------------------------------------------
     def mlp_seconds(self, channels: int) -> float:
@@ -71,12 +72,11 @@ class LatencyTable:
 
     def ratio(self, space, plan) -> float:
         """Predicted latency of `plan` over the dense model's (lower is faster)."""
-        key = id(space)
-        if key not in self._dense:
+        if self._dense is None:
             from pruning.genome import PruningPlan
 
-            self._dense[key] = self.seconds(space, PruningPlan.keep_all(space.num_layers))
-        return self.seconds(space, plan) / self._dense[key]
+            self._dense = self.seconds(space, PruningPlan.keep_all(space.num_layers))
+        return self.seconds(space, plan) / self._dense
 
     # -- persistence -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -148,7 +148,7 @@ def measure(space, device: torch.device, dtype: torch.dtype, seqlen: int = 512, 
     def weight(rows: int, cols: int) -> torch.Tensor:
         return (torch.randn(rows, cols, generator=gen) * 0.02).to(device=device, dtype=dtype)
 
-    clock = _clock(device)
+    clock = _clock(device, [device] if device.type == "cuda" else [])
     attention: dict[tuple[int, int], float] = {}
     mlp: dict[int, float] = {}
     for i in range(space.num_layers):
@@ -156,30 +156,30 @@ def measure(space, device: torch.device, dtype: torch.dtype, seqlen: int = 512, 
             kept = space.layer_shape_after(i, LayerPlan(space.attn_units(i) - units, 0))
             key = (kept.num_attention_heads, kept.num_key_value_heads)
             if key not in attention:
-                attention[key] = _median(clock, _streamed(lambda: _attention_pass(x, weight, *key, head_dim),
-                                                          (2 * key[0] + 2 * key[1]) * head_dim * hidden, x), repeats)
+                attention[key] = _seconds(clock, lambda: _attention_pass(x, weight, *key, head_dim),
+                                          (2 * key[0] + 2 * key[1]) * head_dim * hidden * x.element_size(), repeats)
         counts = space.mlp_units(i)
         points = sorted({1, counts} | {round(1 + k * (counts - 1) / (MLP_POINTS - 1)) for k in range(MLP_POINTS)})
         for units in points:
             channels = units * space.mlp_unit
             if channels not in mlp:
-                mlp[channels] = _median(clock, _streamed(lambda: _mlp_pass(x, weight, channels),
-                                                         3 * channels * hidden, x), repeats)
-    per_layer = _median(clock, _norms_pass(x), repeats)
+                mlp[channels] = _seconds(clock, lambda: _mlp_pass(x, weight, channels),
+                                         3 * channels * hidden * x.element_size(), repeats)
+    per_layer = _seconds(clock, lambda: _norms_pass(x), STREAMED_BYTES, repeats)  # no weights: one copy
     return LatencyTable(_monotone(attention), _monotone(mlp), per_layer, _meta(space, device, dtype, seqlen))
 
 
-def _streamed(make, params: int, x):
-    """One pass over enough copies of a module to stream STREAMED_BYTES of weights; the mean per copy."""
-    copies = max(1, min(64, STREAMED_BYTES // (params * x.element_size())))
+def _seconds(clock, make, weight_bytes: int, repeats: int) -> float:
+    """Median seconds of one pass made by `make()`, timed over enough copies of it to stream
+    STREAMED_BYTES of weights per timed run (one copy where one alone is larger), after a warm-up."""
+    copies = max(1, min(64, STREAMED_BYTES // max(weight_bytes, 1)))
     passes = [make() for _ in range(copies)]
 
-    class Mean:  # _median divides by the copies
-        def __call__(self):
-            for run in passes:
-                run()
-    Mean.copies = copies
-    return Mean()
+    def run():
+        for one in passes:
+            one()
+    run()  # warm-up: kernels chosen, allocations made
+    return statistics.median(clock(run) for _ in range(repeats)) / copies
 
 
 def _attention_pass(x, weight, heads: int, kv_heads: int, head_dim: int):
@@ -221,33 +221,10 @@ def _norms_pass(x):
     return lambda: (norm(x) + x, norm(x) + x)
 
 
-def _clock(device: torch.device):
-    if device.type == "cuda":
-        def run(fn):
-            torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            fn()
-            torch.cuda.synchronize(device)
-            return time.perf_counter() - start
-        return run
-
-    def run(fn):
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-    return run
-
-
-def _median(clock, fn, repeats: int) -> float:
-    for _ in range(1):  # warm-up: kernels chosen, allocations made
-        fn()
-    return statistics.median(clock(fn) for _ in range(repeats)) / getattr(fn, "copies", 1)
-
-
 def _monotone(table: dict) -> dict:
     """Non-decreasing in the width (noise never makes a wider module look faster)."""
     out, best = {}, 0.0
-    for key in sorted(table, key=lambda k: k if isinstance(k, int) else (k[0], k[1])):
+    for key in sorted(table):  # widths, or (query heads, KV heads)
         best = max(best, table[key])
         out[key] = best
     return out

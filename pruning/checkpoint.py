@@ -32,13 +32,12 @@ class CorruptCheckpointError(ValueError):
 
 
 @contextmanager
-def written_aside(out_dir: str | Path):
-    """Yields a hidden sibling folder to write into; it becomes `out_dir` only once everything is
-    written (a rename on the same disk), so no loader ever sees a half-written model with its
-    config.json. On any error the partial folder is removed; a full disk becomes DiskFullError."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+def aside_folder(parent: Path, name: str):
+    """A hidden folder in `parent` to write `name` into; on any error it is removed with everything
+    in it, and a full disk becomes DiskFullError naming `name`. Moving the result into place is the
+    caller's (a folder: `written_aside`; GGUF files: deploy/gguf_export.py)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    partial = parent / f".{name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:
@@ -46,10 +45,20 @@ def written_aside(out_dir: str | Path):
     except BaseException as err:
         shutil.rmtree(partial, ignore_errors=True)
         if is_disk_full(err):
-            raise DiskFullError(errno.ENOSPC, f"no space left on the disk of {out.parent} while writing {out.name}/: "
-                                f"nothing half-written was left; free space or write elsewhere (--out), then run "
-                                f"again (a search: --resume RUN)") from err
+            raise DiskFullError(errno.ENOSPC, f"no space left on the disk of {parent} while writing {name}: nothing "
+                                f"half-written was left; free space or write elsewhere (--out), then run again "
+                                f"(a search: --resume RUN)") from err
         raise
+
+
+@contextmanager
+def written_aside(out_dir: str | Path):
+    """Yields a hidden sibling folder to write into; it becomes `out_dir` only once everything is
+    written (a rename on the same disk), so no loader ever sees a half-written model with its
+    config.json (`aside_folder`: removed on any error)."""
+    out = Path(out_dir)
+    with aside_folder(out.parent, out.name) as partial:
+        yield partial
     if out.exists():  # a finished folder from before (a rerun into the same --out): replaced whole
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         out.rename(old)

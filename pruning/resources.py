@@ -60,6 +60,7 @@ class Estimate:
     problems: list[str] = field(default_factory=list)
     capacity: dict = field(default_factory=dict)  # device -> bytes free, what the stages were checked against
     table_bytes: int = 0  # the search's refit table (input Grams per layer), on disk in the cache
+    budget: Budget | None = None  # what the numbers above were derived from
 
     @property
     def checkpoint_bytes(self) -> int:
@@ -124,7 +125,7 @@ def estimate(space: PruningSpace, budget: Budget, placement: Placement, dtype: t
     nbytes = dtype.itemsize
     plan = repair(allocation.uniform(space, budget, granularity), space, budget).plan
     est = Estimate(budget.dense_params, budget.target_params, budget.average_rate, plan, space, nbytes, placement,
-                   capacity=dict(capacity or {}))
+                   capacity=dict(capacity or {}), budget=budget)
     resident = {d: placement.bytes_on(d) for d in placement.devices}
     main_key = next((d for d in placement.devices if d not in ("cpu", "disk")), "cpu")
     vocab = space.shape.vocab_size

@@ -67,7 +67,7 @@ class SearchTools:
         """latency: evaluation.latency_table.LatencyTable when the run has one (--latency-weight)."""
         self.fitness, self.stage, self.layer_importance, self.timing = fitness, stage, layer_importance, timing
         self.latency = latency
-        self._latency: dict[str, float] = {}
+        self._measured: dict[str, float] = {}  # plan key -> measured prefill seconds
         self._dense_latency: float | None = None
 
     def for_mutator(self, ctx, moves: list) -> list[StructuredTool]:
@@ -190,14 +190,14 @@ class SearchTools:
         from evaluation.fitness import pruned_copy_fits
 
         key = plan.key()
-        if key not in self._latency:
+        if key not in self._measured:
             if not pruned_copy_fits(self.fitness.context, plan):  # at 70B a second copy would run out of memory
                 raise ValueError("a pruned copy of the model does not fit beside the dense one here: "
                                  "latency cannot be measured; use ideal_speedup")
             model = self.fitness.context.prune(plan)
-            self._latency[key] = _prefill_seconds(model)
+            self._measured[key] = _prefill_seconds(model)
             del model
-        return self._latency[key]
+        return self._measured[key]
 
     def _dense(self) -> float:
         if self._dense_latency is None:
